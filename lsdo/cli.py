@@ -1,0 +1,53 @@
+"""Console entry points: ``lsdo-train`` and ``lsdo-eval`` (Hydra command lines)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from lsdo.config import CONFIG_DIR, register_resolvers
+from lsdo.errors import LSDOUserError
+
+
+def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Report user errors as one line on stderr and exit 2 (no traceback)."""
+
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return fn(cfg)
+        except LSDOUserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def _train(cfg: DictConfig) -> Any:
+    from lsdo.train import run
+
+    return run(cfg)
+
+
+def _eval(cfg: DictConfig) -> Any:
+    from lsdo.evaluate import run
+
+    return run(cfg)
+
+
+train_task = guarded(_train)
+eval_task = guarded(_eval)
+
+
+def train_main() -> None:
+    register_resolvers()
+    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")(train_task)()
+
+
+def eval_main() -> None:
+    register_resolvers()
+    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")(eval_task)()

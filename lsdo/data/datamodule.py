@@ -1,0 +1,195 @@
+"""Lightning data modules.
+
+Batches:
+  * train: ``{"frames": float [B, n, 3, H, W], "captions": list[str] (B)}`` - one caption per video;
+  * val/test: ``{"frames": [B, n, 3, H, W], "captions": list[str] (T), "text_to_video": LongTensor [T]}``
+    with every caption of every video (multi-caption test sets), ``text_to_video`` indexing the
+    batch's videos.
+
+Training order and frame sampling are functions of (seed, epoch, index) only, so a run resumed
+from an epoch-end checkpoint replays exactly what an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lsdo.data import synthetic
+from lsdo.data.sampling import segment_indices
+from lsdo.data.transforms import normalize
+from lsdo.errors import ConfigError, DataNotFoundError, LSDOUserError
+
+log = logging.getLogger(__name__)
+
+REAL_DATASETS = {
+    "msrvtt": "MSR-VTT (annotations MSRVTT_data.json, MSRVTT_train.9k.csv, MSRVTT_JSFUSION_test.csv, videos/)",
+    "msvd": "MSVD (captions_msvd.json, train/val/test_list.txt, videos/)",
+    "lsmdc": "LSMDC (the LSMDC16 csv files and the movie-clip folders; licence required)",
+    "didemo": "DiDeMo (train/val/test_data.json, videos/)",
+}
+
+
+class EpochSampler(Sampler):
+    """Shuffles indices with a generator seeded by (seed, epoch); yields (index, item_seed).
+
+    Sharded across ranks when torch.distributed is initialised (each rank takes every
+    world_size-th item of the same permutation, padded to equal length).
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _rank(self) -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def __len__(self) -> int:
+        _, world = self._rank()
+        return -(-self.size // world)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        item_seeds = rng.integers(0, 2**62, size=self.size)
+        rank, world = self._rank()
+        total = len(self) * world
+        order = np.concatenate([order, order[: total - self.size]]) if total > self.size else order
+        for i in order[rank::world]:
+            yield int(i), int(item_seeds[i])
+
+
+class ClipTrainDataset(Dataset):
+    """Training items from pre-rendered uint8 clips [V, T, 3, H, W]: random frame per segment."""
+
+    def __init__(self, clips: torch.Tensor, captions: list[tuple[str, ...]], num_frames: int) -> None:
+        self.clips, self.captions, self.num_frames = clips, captions, num_frames
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        idx, item_seed = key
+        rng = np.random.default_rng(item_seed)
+        frame_idx = segment_indices(self.clips.shape[1], self.num_frames, "rand", rng)
+        caps = self.captions[idx]
+        return {"frames": normalize(self.clips[idx, torch.from_numpy(frame_idx)]),
+                "caption": caps[int(rng.integers(len(caps)))]}
+
+
+class ClipEvalDataset(Dataset):
+    """Evaluation items: the middle frame of each segment and every caption of the video."""
+
+    def __init__(self, clips: torch.Tensor, captions: list[tuple[str, ...]], num_frames: int) -> None:
+        self.clips, self.captions, self.num_frames = clips, captions, num_frames
+        self.frame_idx = torch.from_numpy(segment_indices(clips.shape[1], num_frames, "uniform"))
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return {"frames": normalize(self.clips[idx, self.frame_idx]), "captions": list(self.captions[idx])}
+
+
+def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"frames": torch.stack([it["frames"] for it in items]), "captions": [it["caption"] for it in items]}
+
+
+def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
+    captions, t2v = [], []
+    for v, it in enumerate(items):
+        captions.extend(it["captions"])
+        t2v.extend([v] * len(it["captions"]))
+    return {"frames": torch.stack([it["frames"] for it in items]), "captions": captions,
+            "text_to_video": torch.tensor(t2v, dtype=torch.long)}
+
+
+class SyntheticDataModule(L.LightningDataModule):
+    """The built-in synthetic LSDO benchmark (see :mod:`lsdo.data.synthetic`), rendered in memory."""
+
+    def __init__(self, dcfg: Any, image_size: int, seed: int = 42, select_on_test: bool = False) -> None:
+        super().__init__()
+        self.dcfg = dcfg
+        self.size = int(dcfg.get("image_size") or image_size)
+        self.seed = seed
+        self.select_on_test = select_on_test
+        self.splits: dict[str, tuple[list[synthetic.SyntheticVideo], torch.Tensor]] = {}
+
+    def _split(self, split: str) -> tuple[list[synthetic.SyntheticVideo], torch.Tensor]:
+        if split not in self.splits:
+            d = self.dcfg
+            videos = synthetic.make_split(split, int(d.seed), int(d.val_combos), int(d.test_combos),
+                                          int(d.train_videos_per_combo))
+            clips = np.stack([synthetic.render(v, int(d.clip_len), self.size, float(d.small_visible_frac),
+                                               int(d.distractors)) for v in videos])
+            self.splits[split] = (videos, torch.from_numpy(clips))  # [V, T, 3, H, W] uint8
+        return self.splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test") if stage in (None, "fit") else ("test",):
+            self._split(split)
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        d = self.dcfg
+        kw: dict[str, Any] = {"batch_size": int(d.batch_size), "num_workers": int(d.num_workers),
+                              "collate_fn": collate_train if train else collate_eval,
+                              "persistent_workers": int(d.num_workers) > 0}
+        if train:
+            kw["sampler"] = EpochSampler(len(dataset), self.seed, shuffle=True)
+            kw["drop_last"] = True
+        return DataLoader(dataset, **kw)
+
+    def train_dataloader(self) -> DataLoader:
+        videos, clips = self._split("train")
+        return self._loader(ClipTrainDataset(clips, [v.captions for v in videos], int(self.dcfg.num_frames)), True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("test" if self.select_on_test else "val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        videos, clips = self._split(split)
+        return self._loader(ClipEvalDataset(clips, [v.captions for v in videos], int(self.dcfg.num_frames)), False)
+
+    def bank_videos(self, m: int) -> torch.Tensor:
+        """m training videos cycling over the categories (large-object kinds): [m, n, 3, H, W]."""
+        videos, clips = self._split("train")
+        by_cat: dict[int, list[int]] = {}
+        for i, v in enumerate(videos):
+            by_cat.setdefault(v.category, []).append(i)
+        cats = sorted(by_cat)
+        picks = [by_cat[cats[j % len(cats)]][j // len(cats) % len(by_cat[cats[j % len(cats)]])] for j in range(m)]
+        frame_idx = torch.from_numpy(segment_indices(clips.shape[1], int(self.dcfg.num_frames), "uniform"))
+        return normalize(clips[picks][:, frame_idx])
+
+
+def build_datamodule(cfg: Any, image_size: int) -> L.LightningDataModule:
+    """The data module of ``cfg.dataset``; raises a one-line user error when data is missing."""
+    d = cfg.dataset
+    name = str(d.name)
+    if name == "synthetic":
+        return SyntheticDataModule(d, image_size, seed=int(cfg.seed), select_on_test=bool(cfg.get("select_on_test")))
+    if name in REAL_DATASETS:
+        root = Path(str(d.root))
+        if not root.exists():
+            raise DataNotFoundError(
+                f"dataset.root: {root} does not exist. Download {REAL_DATASETS[name]} as described in "
+                f"data/README.md and pass dataset.root=/path/to/{name}"
+            )
+        raise LSDOUserError(
+            f"dataset={name}: the real-video loaders are not implemented yet (tracked in the datasets issue); "
+            "use dataset=synthetic for now"
+        )
+    raise ConfigError(f"dataset.name: unknown dataset '{name}' (expected synthetic, {', '.join(REAL_DATASETS)})")

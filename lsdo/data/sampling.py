@@ -1,0 +1,26 @@
+"""Segment sampling of frame indices (shared by the synthetic and the real-video pipelines).
+
+The clip of ``total`` frames is split into ``n`` equal segments; ``uniform`` takes the middle
+frame of each (evaluation), ``rand`` a random frame inside each (training). Works when
+``total < n`` (frames repeat) and with 1-frame segments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def segment_indices(total: int, n: int, mode: str = "uniform", rng: np.random.Generator | None = None) -> np.ndarray:
+    """Frame indices [n] into a clip of ``total`` frames."""
+    if total < 1 or n < 1:
+        raise ValueError(f"need total >= 1 and n >= 1, got total={total}, n={n}")
+    edges = np.linspace(0, total, n + 1)
+    lo = np.floor(edges[:-1]).astype(np.int64)
+    hi = np.maximum(np.ceil(edges[1:]).astype(np.int64) - 1, lo)  # inclusive upper bound
+    if mode == "uniform":
+        idx = (edges[:-1] + edges[1:]) / 2
+        return np.minimum(np.floor(idx).astype(np.int64), total - 1)
+    if mode == "rand":
+        rng = rng or np.random.default_rng()
+        return np.minimum(rng.integers(lo, hi + 1), total - 1)
+    raise ValueError(f"sample mode must be 'uniform' or 'rand', got '{mode}'")

@@ -1,0 +1,198 @@
+"""The synthetic LSDO benchmark: procedurally rendered videos whose identity hides in a small object.
+
+Every video shows
+
+* a **large, salient object** (3 shapes x 3 colours = 9 kinds, radius ~ a quarter of the frame)
+  moving and bouncing across a noisy background. It is shared by many videos;
+* a **small, low-salient object** (4 shapes x 5 colours = 20 kinds, about one ViT patch wide)
+  near one corner, visible only in a fraction of the frames (``small_visible_frac``) and hidden
+  when the large object passes over it;
+* ``distractors`` grey specks of a similar size that wander around and mean nothing.
+
+A caption names both objects ("a red circle with a small cyan ring in the corner"). A video's
+*combination* (large kind, small kind) is what identifies it.
+
+Why retrieval needs the small object (the guarantee): the test split holds one video for each of
+``test_combos`` combinations, spread evenly over the 9 large kinds, so every large kind appears in
+about test_combos / 9 test videos with *different* small objects. A model that ignores the small
+object can at best pick uniformly among those, so its expected text-to-video R@1 is at most
+9 / test_combos (15% for 60 combinations) — below the 10x-chance bar (10 / test_combos, 16.7%).
+Exceeding it requires recognising the small object. The test combinations are never seen in
+training (compositional generalisation): the splits partition the 9 x 20 = 180 combinations,
+and training covers every large and every small kind.
+
+Everything is a pure function of the seed, so the benchmark is deterministic; any frame count
+and resolution can be rendered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BIG_SHAPES = ("circle", "square", "triangle")
+BIG_COLOURS = {"red": (215, 45, 45), "green": (45, 190, 70), "blue": (55, 85, 225)}
+SMALL_SHAPES = ("square", "cross", "ring", "bar")
+SMALL_COLOURS = {
+    "yellow": (240, 220, 40),
+    "cyan": (40, 220, 225),
+    "magenta": (220, 50, 220),
+    "orange": (250, 140, 30),
+    "white": (245, 245, 245),
+}
+BIG_KINDS = [(c, s) for s in BIG_SHAPES for c in BIG_COLOURS]
+SMALL_KINDS = [(c, s) for s in SMALL_SHAPES for c in SMALL_COLOURS]
+
+TRAIN_TEMPLATES = (
+    "a {bc} {bs} with a small {sc} {ss} in the corner",
+    "a {bc} {bs} moving around and a tiny {sc} {ss}",
+    "a small {sc} {ss} in a corner while a {bc} {bs} moves",
+    "{bc} {bs} and a little {sc} {ss}",
+    "a video of a {bc} {bs} with a {sc} {ss} nearby",
+)
+TEST_TEMPLATE = TRAIN_TEMPLATES[0]
+
+
+@dataclass(frozen=True)
+class SyntheticVideo:
+    """One video of the benchmark: its combination, rendering seed and captions."""
+
+    video_id: str
+    big: int  # index into BIG_KINDS
+    small: int  # index into SMALL_KINDS
+    seed: int
+    captions: tuple[str, ...]
+
+    @property
+    def category(self) -> int:
+        """The large object's kind: the "scene category" (used to pick shared-bank videos)."""
+        return self.big
+
+
+def caption(big: int, small: int, template: str = TEST_TEMPLATE) -> str:
+    bc, bs = BIG_KINDS[big]
+    sc, ss = SMALL_KINDS[small]
+    return template.format(bc=bc, bs=bs, sc=sc, ss=ss)
+
+
+def split_combinations(seed: int, val_combos: int, test_combos: int) -> dict[str, list[tuple[int, int]]]:
+    """Partition the 9 x 20 combinations into train/val/test.
+
+    Test and val combinations are spread evenly over the large kinds; training keeps every
+    large and small kind (resampled until it does).
+    """
+    n_big, n_small = len(BIG_KINDS), len(SMALL_KINDS)
+    if val_combos + test_combos > n_big * n_small - max(n_big, n_small):
+        raise ValueError(f"val_combos + test_combos too large for {n_big * n_small} combinations")
+    rng = np.random.default_rng(seed)
+    for _ in range(1000):
+        per_big = [list(rng.permutation(n_small)) for _ in range(n_big)]
+        held: dict[str, list[tuple[int, int]]] = {"test": [], "val": []}
+        cursor = [0] * n_big
+        order = list(rng.permutation(n_big))
+        for split, count in (("test", test_combos), ("val", val_combos)):
+            for i in range(count):
+                b = order[i % n_big]
+                held[split].append((b, int(per_big[b][cursor[b]])))
+                cursor[b] += 1
+            order = order[count % n_big :] + order[: count % n_big]
+        taken = set(held["test"]) | set(held["val"])
+        train = [(b, s) for b in range(n_big) for s in range(n_small) if (b, s) not in taken]
+        if {b for b, _ in train} == set(range(n_big)) and {s for _, s in train} == set(range(n_small)):
+            return {"train": train, "val": held["val"], "test": held["test"]}
+    raise RuntimeError("could not split the synthetic combinations")
+
+
+def make_split(split: str, seed: int = 0, val_combos: int = 20, test_combos: int = 60,
+               train_videos_per_combo: int = 4) -> list[SyntheticVideo]:
+    """The videos of one split (deterministic in ``seed``)."""
+    combos = split_combinations(seed, val_combos, test_combos)[split]
+    per = train_videos_per_combo if split == "train" else 1
+    videos = []
+    base = {"train": 1_000_003, "val": 2_000_003, "test": 3_000_017}[split]
+    for i, (b, s) in enumerate(combos):
+        for j in range(per):
+            vseed = int(np.random.SeedSequence([seed, base, i, j]).generate_state(1)[0])
+            caps = tuple(caption(b, s, t) for t in TRAIN_TEMPLATES) if split == "train" else (caption(b, s),)
+            videos.append(SyntheticVideo(f"synth_{split}_{i:03d}_{j}", b, s, vseed, caps))
+    return videos
+
+
+def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
+    dy, dx = yy - cy, xx - cx
+    if shape == "circle":
+        return dy**2 + dx**2 <= r**2
+    if shape == "square":
+        return (np.abs(dy) <= r * 0.85) & (np.abs(dx) <= r * 0.85)
+    if shape == "triangle":
+        return (dy <= r * 0.8) & (dy >= -r) & (np.abs(dx) <= (dy + r) * 0.6)
+    if shape == "cross":
+        w = max(r * 0.35, 0.75)
+        return ((np.abs(dy) <= w) & (np.abs(dx) <= r)) | ((np.abs(dx) <= w) & (np.abs(dy) <= r))
+    if shape == "ring":
+        d2 = dy**2 + dx**2
+        return (d2 <= r**2) & (d2 >= (r * 0.5) ** 2)
+    if shape == "bar":
+        return (np.abs(dy) <= max(r * 0.35, 0.75)) & (np.abs(dx) <= r)
+    raise ValueError(shape)
+
+
+def render(video: SyntheticVideo, num_frames: int = 16, size: int = 64, small_visible_frac: float = 0.6,
+           distractors: int = 3) -> np.ndarray:
+    """Render a video as uint8 frames [num_frames, 3, size, size]."""
+    rng = np.random.default_rng(video.seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    bg = rng.uniform(20, 90, size=3)
+    noise = rng.normal(0, 10, size=(num_frames, size, size, 3))
+    frames = np.broadcast_to(bg, (num_frames, size, size, 3)) + noise
+
+    # Large object: bouncing motion.
+    bc, bs = BIG_KINDS[video.big]
+    big_r = size * rng.uniform(0.2, 0.26)
+    pos = rng.uniform(big_r, size - big_r, size=2)
+    vel = rng.uniform(-1, 1, size=2)
+    vel = vel / (np.linalg.norm(vel) + 1e-6) * size * rng.uniform(0.03, 0.06)
+
+    # Small object: near a corner, visible in a random subset of frames.
+    sc, ss = SMALL_KINDS[video.small]
+    small_r = size * rng.uniform(0.06, 0.08)
+    corner = rng.integers(0, 4)
+    margin = small_r + size * rng.uniform(0.02, 0.1, size=2)
+    cy = margin[0] if corner in (0, 1) else size - margin[0]
+    cx = margin[1] if corner in (0, 2) else size - margin[1]
+    n_vis = max(1, int(round(small_visible_frac * num_frames)))
+    visible = np.zeros(num_frames, bool)
+    visible[rng.choice(num_frames, n_vis, replace=False)] = True
+
+    specks = rng.uniform(0, size, size=(distractors, 2))
+    speck_vel = rng.normal(0, size * 0.02, size=(distractors, 2))
+    speck_grey = rng.uniform(110, 200, size=distractors)
+    speck_r = size * rng.uniform(0.04, 0.07, size=distractors)
+
+    for t in range(num_frames):
+        f = frames[t]
+        for k in range(distractors):
+            sy, sx = (specks[k] + t * speck_vel[k]) % size
+            f[_shape_mask("square", yy, xx, sy, sx, speck_r[k])] = speck_grey[k]
+        if visible[t]:
+            jy, jx = rng.normal(0, 0.5, size=2)
+            f[_shape_mask(ss, yy, xx, cy + jy, cx + jx, small_r)] = SMALL_COLOURS[sc]
+        f[_shape_mask(bs, yy, xx, pos[0], pos[1], big_r)] = BIG_COLOURS[bc]
+        pos = pos + vel
+        for a in range(2):
+            if pos[a] < big_r or pos[a] > size - big_r:
+                vel[a] = -vel[a]
+                pos[a] = np.clip(pos[a], big_r, size - big_r)
+    out = np.clip(frames, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # [T, H, W, 3] -> [T, 3, H, W]
+
+
+def chance_r1(test_combos: int) -> float:
+    """Chance-level text-to-video R@1 (percent) on the synthetic test split."""
+    return 100.0 / test_combos
+
+
+def large_only_r1_bound(test_combos: int) -> float:
+    """Best expected R@1 (percent) of a model that sees only the large object."""
+    return 100.0 * len(BIG_KINDS) / test_combos

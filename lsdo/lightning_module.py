@@ -1,0 +1,135 @@
+"""Lightning orchestration of LSDO training and evaluation.
+
+The module holds a plain config (a dict, saved as the checkpoint's hyper-parameters) and
+rebuilds the model from it, so a checkpoint alone is enough to evaluate. The maths lives in
+:mod:`lsdo.model` and :mod:`lsdo.loss`; this file only wires them:
+encode_text / encode_video -> similarity -> symmetric InfoNCE, and retrieval metrics at the end
+of validation and test.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+from lsdo.loss import symmetric_infonce
+from lsdo.model import TextFeatures, build_model
+from lsdo.model.video_lsdo import SingleLSDO
+from lsdo.retrieval.metrics import t2v_metrics, v2t_metrics
+
+log = logging.getLogger(__name__)
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class LSDOLitModule(L.LightningModule):
+    """Trains :class:`lsdo.model.LSDOModel` with symmetric InfoNCE; evaluates full retrieval."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg})
+        self.cfg = OmegaConf.create(cfg)
+        self.model = build_model(self.cfg)
+        self._eval: dict[str, list] = {}
+        self.results: dict[str, dict[str, float]] = {}
+
+    # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        if self.model.needs_bank_init():
+            dm = self.trainer.datamodule
+            m = int(self.cfg.variant.m)
+            frames = dm.bank_videos(m).to(self.device)
+            self.model.init_shared_bank(frames)
+            log.info("shared bank initialised from %d training videos (variant.init=feature)", m)
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout and any other torch randomness depend only on (seed, epoch): exact resume.
+        torch.manual_seed(int(self.cfg.seed) * 1000 + self.current_epoch)
+
+    def _gather(self, x: torch.Tensor) -> torch.Tensor:
+        if self.trainer.world_size <= 1:
+            return x
+        return self.all_gather(x, sync_grads=True).flatten(0, 1)  # [W, B, ...] -> [W*B, ...]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        tokens = self.model.tokenize(batch["captions"]).to(self.device)
+        text = self.model.encode_text(tokens)
+        video = self.model.encode_video(batch["frames"])  # [B, n, d]
+        # DDP: negatives span the global batch (gathered with gradients).
+        text = TextFeatures(self._gather(text.query), self._gather(text.target), self._gather(text.eos))
+        video = self._gather(video)
+        sims = self.model.similarity(text, video)  # [B, B]
+        loss = symmetric_infonce(sims.float(), self.model.logit_scale.float(), average=self.model.impl == "official")
+        bs = sims.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log("train/lambda", self.model.logit_scale.detach().exp(), batch_size=bs)
+        lsdo = self.model.video_lsdo
+        if isinstance(lsdo, SingleLSDO):
+            self.log("train/theta", lsdo.theta.detach(), batch_size=bs)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.model.clamp_logit_scale()  # lambda <= 100 after every optimiser step
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        clip_params, new_params = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (clip_params if name.startswith("encoder.") else new_params).append(p)
+        groups = [{"params": clip_params, "lr": float(o.clip_lr)}, {"params": new_params, "lr": float(o.lr)}]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=float(o.weight_decay))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(float(o.warmup_ratio) * total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_step(self, batch: dict[str, Any]) -> None:
+        tokens = self.model.tokenize(batch["captions"]).to(self.device)
+        store = self._eval.setdefault("parts", [])
+        store.append((self.model.encode_text(tokens).detach(), self.model.encode_video(batch["frames"]).detach(),
+                      batch["text_to_video"].to(self.device)))
+
+    def _eval_end(self, prefix: str) -> dict[str, float]:
+        parts = self._eval.pop("parts", [])
+        if not parts:
+            return {}
+        t2v, n = [], 0
+        for _, video, idx in parts:
+            t2v.append(idx + n)
+            n += video.shape[0]
+        text = TextFeatures.cat([p[0] for p in parts])
+        video = torch.cat([p[1] for p in parts])  # [V, n, d]
+        t2v_idx = torch.cat(t2v)
+        sims = self.model.similarity(text, video, chunk_size=int(self.cfg.inference.chunk_size)).float()  # [T, V]
+        metrics = {f"t2v/{k}": v for k, v in t2v_metrics(sims, t2v_idx).items()}
+        metrics.update({f"v2t/{k}": v for k, v in v2t_metrics(sims, t2v_idx).items()})
+        metrics["num_texts"], metrics["num_videos"] = float(sims.shape[0]), float(sims.shape[1])
+        for k, v in metrics.items():
+            self.log(f"{prefix}/{k}", v, prog_bar=k == "t2v/R1", sync_dist=False, rank_zero_only=True)
+        self.results[prefix] = metrics
+        return metrics
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
