@@ -104,7 +104,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.warning("select_on_test=true: model selection looks at the TEST split (as the published codes do); "
                     "the reported test metrics are then optimistic")
 
-    ckpt_cb = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best-epoch{epoch:02d}",
+    # A resumed run keeps writing checkpoints beside the one it resumes from, so that the
+    # best-checkpoint bookkeeping continues exactly as in an uninterrupted run.
+    ckpt_dir = Path(ckpt_path).parent if (ckpt_path and cfg.get("train", True)) else out / "checkpoints"
+    ckpt_cb = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-epoch{epoch:02d}",
                               monitor="val/t2v/R1", mode="max", save_top_k=1, save_last=True,
                               auto_insert_metric_name=False)
     callbacks: list[Any] = [ckpt_cb, RichProgressBar(leave=True)]

@@ -14,12 +14,12 @@ def segment_indices(total: int, n: int, mode: str = "uniform", rng: np.random.Ge
     """Frame indices [n] into a clip of ``total`` frames."""
     if total < 1 or n < 1:
         raise ValueError(f"need total >= 1 and n >= 1, got total={total}, n={n}")
-    edges = np.linspace(0, total, n + 1)
-    lo = np.floor(edges[:-1]).astype(np.int64)
-    hi = np.maximum(np.ceil(edges[1:]).astype(np.int64) - 1, lo)  # inclusive upper bound
+    # Integer arithmetic: segment i covers frames [i*total/n, (i+1)*total/n) exactly.
+    i = np.arange(n, dtype=np.int64)
+    lo = i * total // n
+    hi = np.maximum(-(-(i + 1) * total // n) - 1, lo)  # inclusive upper bound (ceil - 1)
     if mode == "uniform":
-        idx = (edges[:-1] + edges[1:]) / 2
-        return np.minimum(np.floor(idx).astype(np.int64), total - 1)
+        return np.minimum((2 * i + 1) * total // (2 * n), total - 1)
     if mode == "rand":
         rng = rng or np.random.default_rng()
         return np.minimum(rng.integers(lo, hi + 1), total - 1)

@@ -79,29 +79,28 @@ def caption(big: int, small: int, template: str = TEST_TEMPLATE) -> str:
 def split_combinations(seed: int, val_combos: int, test_combos: int) -> dict[str, list[tuple[int, int]]]:
     """Partition the 9 x 20 combinations into train/val/test.
 
-    Test and val combinations are spread evenly over the large kinds; training keeps every
-    large and small kind (resampled until it does).
+    Training coverage holds by construction: one combination per small kind (spread over all
+    large kinds) is reserved for training first. Test and val combinations are then drawn evenly
+    over the large kinds (counts differ by at most one), from what is left.
     """
     n_big, n_small = len(BIG_KINDS), len(SMALL_KINDS)
-    if val_combos + test_combos > n_big * n_small - max(n_big, n_small):
-        raise ValueError(f"val_combos + test_combos too large for {n_big * n_small} combinations")
     rng = np.random.default_rng(seed)
-    for _ in range(1000):
-        per_big = [list(rng.permutation(n_small)) for _ in range(n_big)]
-        held: dict[str, list[tuple[int, int]]] = {"test": [], "val": []}
-        cursor = [0] * n_big
-        order = list(rng.permutation(n_big))
-        for split, count in (("test", test_combos), ("val", val_combos)):
-            for i in range(count):
-                b = order[i % n_big]
-                held[split].append((b, int(per_big[b][cursor[b]])))
-                cursor[b] += 1
-            order = order[count % n_big :] + order[: count % n_big]
-        taken = set(held["test"]) | set(held["val"])
-        train = [(b, s) for b in range(n_big) for s in range(n_small) if (b, s) not in taken]
-        if {b for b, _ in train} == set(range(n_big)) and {s for _, s in train} == set(range(n_small)):
-            return {"train": train, "val": held["val"], "test": held["test"]}
-    raise RuntimeError("could not split the synthetic combinations")
+    big_order = [int(b) for b in rng.permutation(n_big)]
+    reserved = {(big_order[s % n_big], int(s)) for s in rng.permutation(n_small)}
+    free = {b: [int(s) for s in rng.permutation(n_small) if (b, int(s)) not in reserved] for b in range(n_big)}
+    capacity = n_big * min(len(v) for v in free.values())
+    if val_combos < 0 or test_combos < 0 or val_combos + test_combos > capacity:
+        raise ValueError(f"val_combos + test_combos must be between 0 and {capacity}, got {val_combos + test_combos}")
+    held: dict[str, list[tuple[int, int]]] = {"test": [], "val": []}
+    k = 0
+    for split, count in (("test", test_combos), ("val", val_combos)):
+        for _ in range(count):
+            b = big_order[k % n_big]
+            held[split].append((b, free[b][k // n_big]))
+            k += 1
+    taken = set(held["test"]) | set(held["val"])
+    train = [(b, s) for b in range(n_big) for s in range(n_small) if (b, s) not in taken]
+    return {"train": train, "val": held["val"], "test": held["test"]}
 
 
 def make_split(split: str, seed: int = 0, val_combos: int = 20, test_combos: int = 60,

@@ -1,0 +1,58 @@
+"""Shared fixtures: the config composed once with tiny CPU overrides (lightning-hydra-template style)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, open_dict
+
+from lsdo.config import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Tiny, fast, CPU-only: 32-pixel frames, 4 frames per video, a few dozen videos.
+TINY_OVERRIDES = [
+    "experiment=demo",
+    "logger=none",
+    "trainer.max_epochs=1",
+    "model.clip_cfg.vision_cfg.image_size=32",
+    "dataset.train_videos_per_combo=1",
+    "dataset.val_combos=9",
+    "dataset.test_combos=18",
+    "dataset.clip_len=6",
+    "dataset.num_frames=4",
+    "dataset.batch_size=8",
+]
+
+
+@pytest.fixture(scope="session")
+def cfg_tiny_global() -> DictConfig:
+    return compose(TINY_OVERRIDES)
+
+
+@pytest.fixture
+def cfg_tiny(cfg_tiny_global: DictConfig, tmp_path: Path) -> DictConfig:
+    """A fresh copy of the tiny config writing its runs under ``tmp_path``."""
+    cfg = cfg_tiny_global.copy()
+    with open_dict(cfg):
+        cfg.paths.log_dir = str(tmp_path / "logs")
+    return cfg
+
+
+def run_cli(script: str, *overrides: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python <script> <overrides>`` from the repository root."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present (a user's fresh clone has no ../shared)")
+    return SHARED_DATA

@@ -1,0 +1,178 @@
+"""End-to-end training behaviour: presets, CLI errors, checkpoints, exact resume, eval.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from conftest import ROOT, TINY_OVERRIDES, run_cli
+from lsdo.config import compose
+from lsdo.train import run
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+CASES = [("paper", v) for v in ("baseline", "shared", "average", "single")] + [
+    ("official", "average"),
+    ("official", "shared"),
+]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize(("impl", "variant"), CASES)
+def test_fast_dev_run_every_preset(experiment: str, impl: str, variant: str, tmp_path: Path) -> None:
+    overrides = [o for o in TINY_OVERRIDES if not o.startswith("experiment=")]
+    cfg = compose([f"experiment={experiment}", *overrides, f"variant={variant}", f"impl={impl}",
+                   "debug=fast_dev_run", f"paths.log_dir={tmp_path}"])
+    if impl == "official" and variant == "shared":
+        with open_dict(cfg):
+            cfg.variant.init = "unique"  # the release reads its bank from a file; any constant bank works here
+    results = run(cfg)
+    test = results["test"]
+    assert set(test) >= {"t2v/R1", "t2v/R5", "t2v/R10", "t2v/MdR", "t2v/MnR", "v2t/R1", "v2t/MnR"}
+    assert 0.0 <= test["t2v/R1"] <= 100.0
+    run_dir = Path(results["run_dir"])
+    saved = (run_dir / "config.yaml").read_text()
+    assert f"name: {variant}" in saved and f"impl: {impl}" in saved  # resolved config saved with the run
+    assert json.loads((run_dir / "metrics.json").read_text())["test"] == test
+
+
+def test_training_logs_lambda_theta_and_checkpoints(cfg_tiny, tmp_path: Path) -> None:
+    with open_dict(cfg_tiny):
+        cfg_tiny.variant = compose(["variant=single"]).variant
+        cfg_tiny.logger = {"name": "csv"}
+        cfg_tiny.trainer.log_every_n_steps = 1
+    results = run(cfg_tiny)
+    run_dir = Path(results["run_dir"])
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and any(n.startswith("best-epoch") for n in ckpts)
+    metrics_csv = next((run_dir / "csv").glob("*/metrics.csv")).read_text()
+    header = metrics_csv.splitlines()[0]
+    assert "train/lambda" in header and "train/theta" in header and "val/t2v/R1" in header
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["cfg"]["variant"]["name"] == "single"  # a checkpoint rebuilds the model
+
+
+def test_missing_dataset_fails_fast_with_one_message() -> None:
+    start = time.time()
+    proc = run_cli("train.py", "dataset=msrvtt", timeout=120)
+    elapsed = time.time() - start
+    assert proc.returncode != 0
+    assert elapsed < 60
+    assert "Traceback" not in proc.stderr + proc.stdout
+    err_lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 1
+    assert "data/msrvtt" in err_lines[0] and "data/README.md" in err_lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_without_gpu_suggests_cpu(tmp_path: Path) -> None:
+    proc = run_cli("train.py", *TINY_OVERRIDES, "trainer=gpu", f"paths.log_dir={tmp_path}", timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "trainer=cpu" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_bad_config_value_is_one_line_error(tmp_path: Path) -> None:
+    proc = run_cli("train.py", *TINY_OVERRIDES, "model.frame_proj=wide", f"paths.log_dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "model.frame_proj" in proc.stderr
+
+
+RESUME_OVERRIDES = [
+    *[o for o in TINY_OVERRIDES if not o.startswith("trainer.max_epochs")],
+    "trainer.max_epochs=3",
+    "dataset.train_videos_per_combo=3",
+    "variant=single",
+    "task_name=resume",
+]
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _run_dirs(log_dir: Path) -> list[Path]:
+    return sorted((log_dir / "resume" / "runs").glob("*"))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    ref_logs, kill_logs = tmp_path / "ref", tmp_path / "kill"
+    ref = run_cli("train.py", *RESUME_OVERRIDES, f"paths.log_dir={ref_logs}", timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    expected = _metrics(_run_dirs(ref_logs)[0])["test"]
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RESUME_OVERRIDES, f"paths.log_dir={kill_logs}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(kill_logs.glob("resume/runs/*/checkpoints/last.ckpt"))
+        if found:
+            last = found[0]
+            break
+        time.sleep(0.05)
+    assert last is not None, "the run never wrote a checkpoint"
+    time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first_dir = _run_dirs(kill_logs)[0]
+    assert not (first_dir / "metrics.json").exists()
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] < 2  # killed before the end of training
+
+    time.sleep(1.1)  # a new run directory (timestamped by the second)
+    resumed = run_cli("train.py", *RESUME_OVERRIDES, f"paths.log_dir={kill_logs}", "ckpt_path=last", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    dirs = _run_dirs(kill_logs)
+    assert len(dirs) == 2 and (first_dir / "config.yaml").exists()  # the killed run's directory is kept
+    got = _metrics(dirs[1])["test"]
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_eval_py_reproduces_training_metrics(tmp_path: Path) -> None:
+    proc = run_cli("train.py", *TINY_OVERRIDES, "trainer.max_epochs=2", f"paths.log_dir={tmp_path}", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = next((tmp_path / "demo" / "runs").glob("*"))
+    trained = _metrics(run_dir)
+    ckpt = trained["test_checkpoint"]
+    ev = run_cli("eval.py", f"ckpt={ckpt}", f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu", timeout=600)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    ev_dir = next((tmp_path / "eval" / "runs").glob("*"))
+    got = json.loads((ev_dir / "metrics.json").read_text())["test"]
+    for key, value in trained["test"].items():
+        assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_eval_py_rejects_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = run_cli("eval.py", f"ckpt={bad}", f"paths.log_dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert str(bad) in proc.stderr
+
+
+@pytest.mark.slow
+def test_multirun_sweeps_variants_into_separate_directories(tmp_path: Path) -> None:
+    proc = run_cli("train.py", "-m", "variant=baseline,shared,average,single", *TINY_OVERRIDES,
+                   "debug=fast_dev_run", f"paths.log_dir={tmp_path}", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep = next((tmp_path / "debug" / "multiruns").glob("*"))
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_baseline", "1_shared", "2_average", "3_single"]
+    for job in jobs:
+        assert (sweep / job / "config.yaml").exists() and (sweep / job / "metrics.json").exists()
