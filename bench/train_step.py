@@ -72,9 +72,16 @@ def main() -> None:
     p.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    where = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     prec = "bf16-mixed" if device.type == "cuda" and not args.fp32 else "fp32"
-    print(f"model={args.model} batch={args.batch} frames={args.frames} device={device.type} ({where}) precision={prec} torch={torch.__version__}")
+    print(
+        f"model={args.model} batch={args.batch} frames={args.frames} device={device.type} ({where}) "
+        f"precision={prec} torch={torch.__version__}"
+    )
     print("| variant | step time (s) | ratio to baseline | peak memory (MiB) |")
     print("|---|---|---|---|")
     base = None

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from lsdo.data import build_datamodule
 from lsdo.errors import LSDOUserError
 from lsdo.lightning_module import LSDOLitModule
+from lsdo.model.encoder import image_size_of
 from lsdo.reporting import format_metrics_table
 from lsdo.train import output_dir_of
 
@@ -46,23 +47,31 @@ def rebuild(cfg: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> LSDOLit
     lit = LSDOLitModule(cfg)
     missing, unexpected = lit.load_state_dict(state_dict, strict=False)
     if missing or unexpected:
-        raise LSDOUserError(f"ckpt: weights do not match the saved config (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]})")
+        raise LSDOUserError(
+            f"ckpt: weights do not match the saved config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return lit
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     saved, state_dict = load_checkpoint(str(cfg.ckpt))
-    merged = OmegaConf.merge(OmegaConf.create(saved), {"dataset": cfg.get("dataset") or {},
-                                                       "inference": cfg.get("inference") or {}})
+    merged = OmegaConf.merge(
+        OmegaConf.create(saved), {"dataset": cfg.get("dataset") or {}, "inference": cfg.get("inference") or {}}
+    )
+    dm = build_datamodule(merged, image_size_of(merged.model))
     lit = rebuild(OmegaConf.to_container(merged, resolve=True), state_dict)
-    dm = build_datamodule(merged, lit.model.image_size)
     out = output_dir_of(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(merged, resolve=True))
     accel = str(cfg.trainer.accelerator)
-    trainer = L.Trainer(accelerator=accel, devices=1, precision=cfg.trainer.precision, logger=False,
-                        enable_model_summary=False, default_root_dir=str(out))
+    trainer = L.Trainer(
+        accelerator=accel,
+        devices=1,
+        precision=cfg.trainer.precision,
+        logger=False,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+    )
     trainer.test(lit, datamodule=dm, verbose=False)
     metrics = lit.results.get("test", {})
     print(format_metrics_table(metrics, title=f"test metrics of {cfg.ckpt}"))

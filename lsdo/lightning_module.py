@@ -99,8 +99,13 @@ class LSDOLitModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, Any]) -> None:
         tokens = self.model.tokenize(batch["captions"]).to(self.device)
         store = self._eval.setdefault("parts", [])
-        store.append((self.model.encode_text(tokens).detach(), self.model.encode_video(batch["frames"]).detach(),
-                      batch["text_to_video"].to(self.device)))
+        store.append(
+            (
+                self.model.encode_text(tokens).detach(),
+                self.model.encode_video(batch["frames"]).detach(),
+                batch["text_to_video"].to(self.device),
+            )
+        )
 
     def _eval_end(self, prefix: str) -> dict[str, float]:
         parts = self._eval.pop("parts", [])

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from lsdo.data import build_datamodule
 from lsdo.errors import ConfigError, LSDOUserError
 from lsdo.lightning_module import LSDOLitModule
+from lsdo.model.encoder import image_size_of
 from lsdo.reporting import format_metrics_table
 
 log = logging.getLogger(__name__)
@@ -80,12 +81,34 @@ def build_loggers(cfg: DictConfig, out: Path) -> list[Any] | bool:
 
 def build_trainer(cfg: DictConfig, out: Path, callbacks: list[Any], loggers: Any) -> L.Trainer:
     t = cfg.trainer
-    kw = {k: t[k] for k in ("accelerator", "devices", "strategy", "precision", "max_epochs", "gradient_clip_val",
-                            "val_check_interval", "check_val_every_n_epoch", "log_every_n_steps", "deterministic",
-                            "fast_dev_run", "limit_train_batches", "limit_val_batches", "limit_test_batches")
-          if t.get(k) is not None}
-    return L.Trainer(default_root_dir=str(out), callbacks=callbacks, logger=loggers,
-                     use_distributed_sampler=False, enable_model_summary=False, **kw)
+    kw = {
+        k: t[k]
+        for k in (
+            "accelerator",
+            "devices",
+            "strategy",
+            "precision",
+            "max_epochs",
+            "gradient_clip_val",
+            "val_check_interval",
+            "check_val_every_n_epoch",
+            "log_every_n_steps",
+            "deterministic",
+            "fast_dev_run",
+            "limit_train_batches",
+            "limit_val_batches",
+            "limit_test_batches",
+        )
+        if t.get(k) is not None
+    }
+    return L.Trainer(
+        default_root_dir=str(out),
+        callbacks=callbacks,
+        logger=loggers,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        **kw,
+    )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -95,21 +118,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolved config of this run
 
-    ckpt_path = resolve_ckpt_path(cfg)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    lit = LSDOLitModule(plain)
-    dm = build_datamodule(cfg, lit.model.image_size)
+    # Cheap checks first: data paths, accelerator, checkpoint; only then build the model
+    # (which may download CLIP weights).
+    dm = build_datamodule(cfg, image_size_of(cfg.model))
     check_accelerator(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
+    lit = LSDOLitModule(OmegaConf.to_container(cfg, resolve=True))
     if cfg.get("select_on_test"):
-        log.warning("select_on_test=true: model selection looks at the TEST split (as the published codes do); "
-                    "the reported test metrics are then optimistic")
+        log.warning(
+            "select_on_test=true: model selection looks at the TEST split (as the published codes do); "
+            "the reported test metrics are then optimistic"
+        )
 
     # A resumed run keeps writing checkpoints beside the one it resumes from, so that the
     # best-checkpoint bookkeeping continues exactly as in an uninterrupted run.
     ckpt_dir = Path(ckpt_path).parent if (ckpt_path and cfg.get("train", True)) else out / "checkpoints"
-    ckpt_cb = ModelCheckpoint(dirpath=str(ckpt_dir), filename="best-epoch{epoch:02d}",
-                              monitor="val/t2v/R1", mode="max", save_top_k=1, save_last=True,
-                              auto_insert_metric_name=False)
+    ckpt_cb = ModelCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename="best-epoch{epoch:02d}",
+        monitor="val/t2v/R1",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
     callbacks: list[Any] = [ckpt_cb, RichProgressBar(leave=True)]
     loggers = build_loggers(cfg, out)
     if loggers:
@@ -128,6 +160,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(lit, datamodule=dm, ckpt_path=which, verbose=False)
         results["test"] = lit.results.get("test", {})
         results["test_checkpoint"] = which
-        print(format_metrics_table(results["test"], title=f"test metrics ({cfg.dataset.name}, variant={cfg.variant.name}, impl={cfg.impl})"))
+        print(
+            format_metrics_table(
+                results["test"], title=f"test metrics ({cfg.dataset.name}, variant={cfg.variant.name}, impl={cfg.impl})"
+            )
+        )
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     return results

@@ -47,8 +47,14 @@ def cfg_tiny(cfg_tiny_global: DictConfig, tmp_path: Path) -> DictConfig:
 def run_cli(script: str, *overrides: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python <script> <overrides>`` from the repository root."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
 
 
 @pytest.fixture(scope="session")

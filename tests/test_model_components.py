@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from lsdo.model.frame_lsdo import FrameObjectAttention
 from lsdo.model.frame_proj import build_frame_proj
 from lsdo.model.layers import sparsemax
 from lsdo.model.text_lsdo import TextPrototypes
-from lsdo.model.video_lsdo import SharedLSDO, SingleLSDO
+from lsdo.model.video_lsdo import AverageLSDO, SharedLSDO, SingleLSDO
 
 D = 512  # embed_dim of model=tiny (the paper's d)
 SOT, EOT = 49406, 49407  # CLIP BPE start / end-of-text ids
@@ -290,7 +291,9 @@ def models():
     cache: dict = {}
 
     def get(*overrides: str, perturbed: bool = False) -> LSDOModel:
-        key = (overrides, perturbed)
+        if not any(o.startswith("impl=") for o in overrides):
+            overrides = (*overrides, "impl=paper")
+        key = (tuple(sorted(overrides)), perturbed)  # the overrides set distinct keys
         if key not in cache:
             model = make(*overrides)
             if perturbed:
@@ -315,7 +318,6 @@ VARIANTS = [
     ("average", "official"),
     ("shared", "official"),
 ]
-
 
 
 # ----------------------------------------------------------------------------- 1. public API
@@ -344,6 +346,10 @@ def test_public_api_shapes_ranges_and_chunking(models, bank_file, variant, impl)
         torch.testing.assert_close(model.similarity(text[1:2], video[2:]), sims[1:2, 2:], **TOL)
         # text.eos is always the raw CLIP [EOS] feature
         torch.testing.assert_close(text.eos, clip_text(model)[1], **TOL)
+        # TextFeatures can be split and re-assembled (chunked encoding of a caption set)
+        joined = TextFeatures.cat([text[:1], text[1:]])
+        for a, b in ((joined.query, text.query), (joined.target, text.target), (joined.eos, text.eos)):
+            assert torch.equal(a, b)
 
 
 def test_tokenize_truncates_long_captions_keeping_eos(models):
@@ -521,7 +527,7 @@ def test_shared_bank_from_config(models, bank_file):
 
 def test_shared_bank_file_errors(tmp_path):
     missing = tmp_path / "nope" / "bank.json"
-    with pytest.raises(LSDOUserError, match=str(missing)):  # through the config
+    with pytest.raises(LSDOUserError, match=re.escape(str(missing))):  # through the config
         make("variant=shared", "variant.init=file", bank_override(missing))
     wrong_dim = write_bank(tmp_path / "wrong_dim.json", m=20, dim=256)
     wrong_m = write_bank(tmp_path / "wrong_m.json", m=7)
@@ -531,7 +537,7 @@ def test_shared_bank_file_errors(tmp_path):
     no_features = tmp_path / "no_features.json"
     no_features.write_text(json.dumps({"videos": ["a"]}))
     for bad in (wrong_dim, wrong_m, wrong_ids, garbage, no_features):
-        with pytest.raises(LSDOUserError, match=str(bad)):
+        with pytest.raises(LSDOUserError, match=re.escape(str(bad))):
             SharedLSDO(D, m=20, init="file", bank_path=str(bad))
     with pytest.raises(ConfigError, match=r"variant\.bank_path"):
         SharedLSDO(D, m=20, init="file", bank_path=None)
@@ -755,6 +761,20 @@ def _backward(model: LSDOModel) -> dict[str, torch.Tensor | None]:
         model.zero_grad(set_to_none=True)
 
 
+def test_logit_scale_is_clips_and_is_clamped():
+    model = make("variant=baseline")
+    assert model.logit_scale is model.encoder.clip.logit_scale and model.logit_scale.requires_grad
+    assert float(model.logit_scale) == pytest.approx(math.log(1 / 0.07), rel=1e-6)  # CLIP's initial lambda
+    with torch.no_grad():
+        model.logit_scale.fill_(6.0)
+    model.clamp_logit_scale()
+    assert float(model.logit_scale) == pytest.approx(math.log(100.0))  # lambda <= 100
+    with torch.no_grad():
+        model.logit_scale.fill_(1.0)
+    model.clamp_logit_scale()
+    assert float(model.logit_scale) == 1.0
+
+
 def test_gradients_reach_lsdo_parameters(models, bank_file):
     single = models("variant=single", perturbed=True)
     theta = float(single.video_lsdo.theta)
@@ -765,9 +785,19 @@ def test_gradients_reach_lsdo_parameters(models, bank_file):
     finally:
         with torch.no_grad():
             single.video_lsdo.theta.fill_(theta)
-    for name in ("video_lsdo.theta", "encoder.clip.logit_scale", "text_lsdo.fc1.weight", "text_lsdo.fc2.weight",
-                 "frame_lsdo.q.weight", "frame_lsdo.k.weight", "frame_lsdo.out.weight", "xpool.k.weight",
-                 "xpool.q.weight", "frame_proj.weight", "video_lsdo.average.fc.weight"):
+    for name in (
+        "video_lsdo.theta",
+        "encoder.clip.logit_scale",
+        "text_lsdo.fc1.weight",
+        "text_lsdo.fc2.weight",
+        "frame_lsdo.q.weight",
+        "frame_lsdo.k.weight",
+        "frame_lsdo.out.weight",
+        "xpool.k.weight",
+        "xpool.q.weight",
+        "frame_proj.weight",
+        "video_lsdo.average.fc.weight",
+    ):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
 
     shared = models(*config_overrides("shared", "paper", bank_file), perturbed=True)
@@ -820,7 +850,9 @@ def test_ablation_without_frame_features():
 def test_baseline_variant(models):
     model = models("variant=baseline", perturbed=True)
     assert model.video_lsdo is None and model.frame_lsdo is None and model.text_lsdo is None
-    assert {name.split(".")[0] for name, _ in model.named_modules() if name} == {"encoder", "frame_proj", "xpool"}
+    lsdo_modules = (SharedLSDO, AverageLSDO, SingleLSDO, FrameObjectAttention, TextPrototypes, nn.LayerNorm)
+    heads = [m for name, m in model.named_modules() if name and not name.startswith(("encoder", "xpool"))]
+    assert not any(isinstance(m, lsdo_modules) for m in heads), heads  # only frame_proj besides X-Pool
     tokens, f_t, _, _ = clip_text(model)
     with torch.no_grad():
         f_m, det = model.video_from_features(F_V, return_details=True)
@@ -855,7 +887,7 @@ def test_invalid_combinations_raise_config_error(overrides, key):
 def test_official_structure(models, bank_file, variant):
     model = models(*config_overrides(variant, "official", bank_file))
     assert model.impl == "official"
-    assert not hasattr(model, "frame_proj")  # no FC of Eq. 2
+    assert getattr(model, "frame_proj", None) is None or isinstance(model.frame_proj, nn.Identity)  # no Eq. 2 FC
     assert model.text_lsdo is None and getattr(model, "frame_lsdo", None) is None  # no text prototypes
     assert not any(isinstance(m, (TextPrototypes, FrameObjectAttention)) for m in model.modules())
     logits = model.official_fusion.logits
@@ -907,8 +939,10 @@ def test_official_dropout_is_active_in_train_mode_only(models, bank_file):
     text = TextFeatures(t_raw, t_raw, t_raw)
     try:
         with torch.no_grad():
-            assert torch.equal(model.similarity(text, model.video_from_features(F_V)),
-                               model.similarity(text, model.video_from_features(F_V)))
+            assert torch.equal(
+                model.similarity(text, model.video_from_features(F_V)),
+                model.similarity(text, model.video_from_features(F_V)),
+            )
             model.train()
             torch.manual_seed(0)
             first = model.similarity(text, model.video_from_features(F_V))

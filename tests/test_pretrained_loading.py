@@ -6,7 +6,7 @@ on small files; the ViT-B/32 round trip through ``build_model`` is marked slow.
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 
 import open_clip
 import pytest
@@ -69,6 +69,7 @@ def test_openai_layout_state_dict(tmp_path):
     assert _resolve_arch(_clip_b32(str(plain))) == "ViT-B-32"
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated, OpenAI's files are TorchScript
 def test_torchscript_archive(tmp_path):
     module = torch.jit.script(nn.Linear(3, 2))
     path = tmp_path / "ViT-B-32.pt"
@@ -87,20 +88,20 @@ def test_safetensors_file(tmp_path):
 
 def test_unreadable_files_name_the_path(tmp_path):
     missing = tmp_path / "nope" / "ViT-B-32.pt"
-    with pytest.raises(LSDOUserError, match=str(missing)) as info:
+    with pytest.raises(LSDOUserError, match=re.escape(str(missing))) as info:
         load_state_dict_file(str(missing))
     assert "model.pretrained=null" in str(info.value)  # the message lists the options
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a checkpoint\x00\x01\x02")
-    with pytest.raises(LSDOUserError, match=str(garbage)):
+    with pytest.raises(LSDOUserError, match=re.escape(str(garbage))):
         load_state_dict_file(str(garbage))
     empty = tmp_path / "empty.pt"
     torch.save({}, empty)
-    with pytest.raises(LSDOUserError, match=str(empty)):
+    with pytest.raises(LSDOUserError, match=re.escape(str(empty))):
         load_state_dict_file(str(empty))
     not_a_dict = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], not_a_dict)
-    with pytest.raises(LSDOUserError, match=str(not_a_dict)):
+    with pytest.raises(LSDOUserError, match=re.escape(str(not_a_dict))):
         load_state_dict_file(str(not_a_dict))
 
 
@@ -124,14 +125,20 @@ def test_inline_tiny_model_rejects_a_checkpoint(tmp_path):
         build_model(compose(["model=tiny", f"model.pretrained='{tmp_path / 'ViT-B-32.pt'}'"]))
 
 
-# ----------------------------------------------------------------------------- ViT-B/32 round trip
-@pytest.mark.slow
 def test_missing_checkpoint_through_build_model(tmp_path):
     missing = tmp_path / "ViT-B-32.pt"
-    with pytest.raises(LSDOUserError, match=str(missing)):
+    with pytest.raises(LSDOUserError, match=re.escape(str(missing))):
         build_model(compose(["model=clip_b32", f"model.pretrained='{missing}'"]))
 
 
+def test_checkpoint_of_the_wrong_architecture_names_model_arch(tmp_path):
+    path = tmp_path / "small.pt"
+    torch.save(_small_state_dict(), path)
+    with pytest.raises(LSDOUserError, match=r"model\.arch"):
+        build_model(compose(["model=clip_b32", f"model.pretrained='{path}'"]))
+
+
+# ----------------------------------------------------------------------------- ViT-B/32 round trip
 @pytest.mark.slow
 def test_local_openai_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
@@ -162,11 +169,3 @@ def test_local_openai_checkpoint_round_trip(tmp_path):
     assert not any(isinstance(m, open_clip.transformer.QuickGELU) for m in loaded2.encoder.clip.modules())
     for key, value in loaded2.encoder.clip.state_dict().items():
         assert torch.equal(value, sd[key]), key
-
-
-@pytest.mark.slow
-def test_checkpoint_of_the_wrong_architecture_names_model_arch(tmp_path):
-    path = tmp_path / "small.pt"
-    torch.save(_small_state_dict(), path)
-    with pytest.raises(LSDOUserError, match=r"model\.arch"):
-        build_model(compose(["model=clip_b32", f"model.pretrained='{path}'"]))

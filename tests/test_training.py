@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, TINY_OVERRIDES, run_cli
 from omegaconf import open_dict
 
-from conftest import ROOT, TINY_OVERRIDES, run_cli
 from lsdo.config import compose
+from lsdo.model.video_lsdo import write_bank_file
 from lsdo.train import run
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
@@ -29,11 +30,21 @@ CASES = [("paper", v) for v in ("baseline", "shared", "average", "single")] + [
 @pytest.mark.parametrize(("impl", "variant"), CASES)
 def test_fast_dev_run_every_preset(experiment: str, impl: str, variant: str, tmp_path: Path) -> None:
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("experiment=")]
-    cfg = compose([f"experiment={experiment}", *overrides, f"variant={variant}", f"impl={impl}",
-                   "debug=fast_dev_run", f"paths.log_dir={tmp_path}"])
+    cfg = compose(
+        [
+            f"experiment={experiment}",
+            *overrides,
+            f"variant={variant}",
+            f"impl={impl}",
+            "debug=fast_dev_run",
+            f"paths.log_dir={tmp_path}",
+        ]
+    )
     if impl == "official" and variant == "shared":
+        bank = tmp_path / "bank.json"
+        write_bank_file(bank, [f"v{i}" for i in range(20)], torch.randn(20, 512))
         with open_dict(cfg):
-            cfg.variant.init = "unique"  # the release reads its bank from a file; any constant bank works here
+            cfg.variant.init, cfg.variant.bank_path = "file", str(bank)  # the release reads a constant bank file
     results = run(cfg)
     test = results["test"]
     assert set(test) >= {"t2v/R1", "t2v/R5", "t2v/R10", "t2v/MdR", "t2v/MnR", "v2t/R1", "v2t/MnR"}
@@ -112,8 +123,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
     expected = _metrics(_run_dirs(ref_logs)[0])["test"]
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RESUME_OVERRIDES, f"paths.log_dir={kill_logs}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *RESUME_OVERRIDES, f"paths.log_dir={kill_logs}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.time() + 300
     last = None
     while time.time() < deadline and proc.poll() is None:
@@ -168,8 +184,15 @@ def test_eval_py_rejects_a_corrupt_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_multirun_sweeps_variants_into_separate_directories(tmp_path: Path) -> None:
-    proc = run_cli("train.py", "-m", "variant=baseline,shared,average,single", *TINY_OVERRIDES,
-                   "debug=fast_dev_run", f"paths.log_dir={tmp_path}", timeout=900)
+    proc = run_cli(
+        "train.py",
+        "-m",
+        "variant=baseline,shared,average,single",
+        *TINY_OVERRIDES,
+        "debug=fast_dev_run",
+        f"paths.log_dir={tmp_path}",
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = next((tmp_path / "debug" / "multiruns").glob("*"))
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))

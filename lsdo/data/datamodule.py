@@ -83,8 +83,10 @@ class ClipTrainDataset(Dataset):
         rng = np.random.default_rng(item_seed)
         frame_idx = segment_indices(self.clips.shape[1], self.num_frames, "rand", rng)
         caps = self.captions[idx]
-        return {"frames": normalize(self.clips[idx, torch.from_numpy(frame_idx)]),
-                "caption": caps[int(rng.integers(len(caps)))]}
+        return {
+            "frames": normalize(self.clips[idx, torch.from_numpy(frame_idx)]),
+            "caption": caps[int(rng.integers(len(caps)))],
+        }
 
 
 class ClipEvalDataset(Dataset):
@@ -110,8 +112,11 @@ def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
     for v, it in enumerate(items):
         captions.extend(it["captions"])
         t2v.extend([v] * len(it["captions"]))
-    return {"frames": torch.stack([it["frames"] for it in items]), "captions": captions,
-            "text_to_video": torch.tensor(t2v, dtype=torch.long)}
+    return {
+        "frames": torch.stack([it["frames"] for it in items]),
+        "captions": captions,
+        "text_to_video": torch.tensor(t2v, dtype=torch.long),
+    }
 
 
 class SyntheticDataModule(L.LightningDataModule):
@@ -128,10 +133,15 @@ class SyntheticDataModule(L.LightningDataModule):
     def _split(self, split: str) -> tuple[list[synthetic.SyntheticVideo], torch.Tensor]:
         if split not in self.splits:
             d = self.dcfg
-            videos = synthetic.make_split(split, int(d.seed), int(d.val_combos), int(d.test_combos),
-                                          int(d.train_videos_per_combo))
-            clips = np.stack([synthetic.render(v, int(d.clip_len), self.size, float(d.small_visible_frac),
-                                               int(d.distractors)) for v in videos])
+            videos = synthetic.make_split(
+                split, int(d.seed), int(d.val_combos), int(d.test_combos), int(d.train_videos_per_combo)
+            )
+            clips = np.stack(
+                [
+                    synthetic.render(v, int(d.clip_len), self.size, float(d.small_visible_frac), int(d.distractors))
+                    for v in videos
+                ]
+            )
             self.splits[split] = (videos, torch.from_numpy(clips))  # [V, T, 3, H, W] uint8
         return self.splits[split]
 
@@ -141,9 +151,12 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         d = self.dcfg
-        kw: dict[str, Any] = {"batch_size": int(d.batch_size), "num_workers": int(d.num_workers),
-                              "collate_fn": collate_train if train else collate_eval,
-                              "persistent_workers": int(d.num_workers) > 0}
+        kw: dict[str, Any] = {
+            "batch_size": int(d.batch_size),
+            "num_workers": int(d.num_workers),
+            "collate_fn": collate_train if train else collate_eval,
+            "persistent_workers": int(d.num_workers) > 0,
+        }
         if train:
             kw["sampler"] = EpochSampler(len(dataset), self.seed, shuffle=True)
             kw["drop_last"] = True

@@ -103,8 +103,9 @@ def split_combinations(seed: int, val_combos: int, test_combos: int) -> dict[str
     return {"train": train, "val": held["val"], "test": held["test"]}
 
 
-def make_split(split: str, seed: int = 0, val_combos: int = 20, test_combos: int = 60,
-               train_videos_per_combo: int = 4) -> list[SyntheticVideo]:
+def make_split(
+    split: str, seed: int = 0, val_combos: int = 20, test_combos: int = 60, train_videos_per_combo: int = 4
+) -> list[SyntheticVideo]:
     """The videos of one split (deterministic in ``seed``)."""
     combos = split_combinations(seed, val_combos, test_combos)[split]
     per = train_videos_per_combo if split == "train" else 1
@@ -137,8 +138,9 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
     raise ValueError(shape)
 
 
-def render(video: SyntheticVideo, num_frames: int = 16, size: int = 64, small_visible_frac: float = 0.6,
-           distractors: int = 3) -> np.ndarray:
+def render(
+    video: SyntheticVideo, num_frames: int = 16, size: int = 64, small_visible_frac: float = 0.6, distractors: int = 3
+) -> np.ndarray:
     """Render a video as uint8 frames [num_frames, 3, size, size]."""
     rng = np.random.default_rng(video.seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)

@@ -99,6 +99,20 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
+def image_size_of(cfg: Any) -> int:
+    """The encoder's input resolution from the ``model`` config, without building the model."""
+    custom = cfg.get("clip_cfg")
+    if custom is not None:
+        size = custom["vision_cfg"]["image_size"]
+    else:
+        arch = _resolve_arch(cfg)
+        model_cfg = open_clip.get_model_config(arch)
+        if model_cfg is None:
+            raise ConfigError(f"model.arch: unknown open_clip architecture '{arch}'")
+        size = model_cfg["vision_cfg"]["image_size"]
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
 def create_clip(cfg: Any) -> tuple[nn.Module, Any]:
     """Build the open_clip model and its tokenizer from the ``model`` config node."""
     pretrained = cfg.get("pretrained")

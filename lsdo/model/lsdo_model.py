@@ -54,16 +54,18 @@ class TextFeatures:
         return TextFeatures(self.query[idx], self.target[idx], self.eos[idx])
 
     def to(self, *args: Any, **kwargs: Any) -> TextFeatures:
-        return TextFeatures(self.query.to(*args, **kwargs), self.target.to(*args, **kwargs),
-                            self.eos.to(*args, **kwargs))
+        return TextFeatures(
+            self.query.to(*args, **kwargs), self.target.to(*args, **kwargs), self.eos.to(*args, **kwargs)
+        )
 
     def detach(self) -> TextFeatures:
         return TextFeatures(self.query.detach(), self.target.detach(), self.eos.detach())
 
     @staticmethod
     def cat(parts: list[TextFeatures]) -> TextFeatures:
-        return TextFeatures(torch.cat([p.query for p in parts]), torch.cat([p.target for p in parts]),
-                            torch.cat([p.eos for p in parts]))
+        return TextFeatures(
+            torch.cat([p.query for p in parts]), torch.cat([p.target for p in parts]), torch.cat([p.eos for p in parts])
+        )
 
 
 def _node(cfg: Any) -> DictConfig:
@@ -89,11 +91,17 @@ class LSDOModel(nn.Module):
                     f"impl=official reproduces the released code for variant=average|shared only, got "
                     f"variant={self.variant} (the release's single variant does not run)"
                 )
+            if self.variant == "shared" and (variant_cfg.get("init") != "file" or not variant_cfg.get("bank_path")):
+                raise ConfigError(
+                    "impl=official variant=shared reads its constant bank from a file: set variant.init=file and "
+                    "variant.bank_path=<bank JSON> (e.g. the authors' lsdo_shared_bank_vitb32.json)"
+                )
             self.use_frame_features = self.use_video_lsdo = self.use_frame_lsdo = True
             self.use_text_lsdo = False
             self.text_lsdo = None
-            self.video_lsdo = (build_video_lsdo(variant_cfg, d, trainable_bank=False)
-                               if self.variant == "shared" else None)
+            self.video_lsdo = (
+                build_video_lsdo(variant_cfg, d, trainable_bank=False) if self.variant == "shared" else None
+            )
             self.scene = OfficialSceneAttention(d, dropout=float(model_cfg.get("dropout", 0.3)))
             self.official_fusion = OfficialFusion()
             self.xpool = OfficialXPool(d, dropout=float(model_cfg.get("dropout", 0.3)))
@@ -114,8 +122,11 @@ class LSDOModel(nn.Module):
         self.frame_lsdo = FrameObjectAttention(d) if self.use_frame_lsdo else None
         # Without the frame-level block (ablation rows 3-4) every frame receives Norm(f_s).
         self.video_norm = nn.LayerNorm(d) if self.use_video_lsdo and not self.use_frame_lsdo else None
-        self.text_lsdo = (TextPrototypes(d, int(model_cfg.get("num_prototypes", 20)), float(model_cfg.get("gamma", 0.8)))
-                          if self.use_text_lsdo else None)
+        self.text_lsdo = (
+            TextPrototypes(d, int(model_cfg.get("num_prototypes", 20)), float(model_cfg.get("gamma", 0.8)))
+            if self.use_text_lsdo
+            else None
+        )
         self.xpool = XPool(d)
 
     # ------------------------------------------------------------------ encoder-facing API

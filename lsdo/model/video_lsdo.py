@@ -54,8 +54,9 @@ class SharedLSDO(nn.Module):
     constant buffer (the released code's behaviour).
     """
 
-    def __init__(self, dim: int, m: int = 20, init: str = "feature", bank_path: str | None = None,
-                 trainable: bool = True) -> None:
+    def __init__(
+        self, dim: int, m: int = 20, init: str = "feature", bank_path: str | None = None, trainable: bool = True
+    ) -> None:
         super().__init__()
         if init not in ("feature", "file", "zero", "unique"):
             raise ConfigError(f"variant.init: expected feature | file | zero | unique, got '{init}'")
@@ -121,15 +122,22 @@ class SingleLSDO(nn.Module):
     The forward pass is the hard threshold of Eq. 7 exactly. With ``learnable_threshold`` theta
     receives a gradient through a straight-through estimator: the hard 0/1 mask is replaced in
     the backward pass by the derivative of sigmoid((theta - f_sub) / tau) (``ste_temperature``
-    tau), i.e. mask = hard + (soft - soft.detach()), whose value equals the hard mask.
+    tau), i.e. mask = hard + (soft - soft.detach()), whose value is exactly the hard mask.
 
     ``frame_index``: which of the n sampled frames is f_v^k. With segment sampling (one frame per
     equal segment, random inside it in training, its middle at test) frame k of n = 12 is
     "a random frame of the 6th of 12 segments" (paper IV-B.1).
     """
 
-    def __init__(self, dim: int, theta: float = 0.9, learnable_threshold: bool = True,
-                 select_frame: int = 6, num_segments: int = 12, ste_temperature: float = 0.1) -> None:
+    def __init__(
+        self,
+        dim: int,
+        theta: float = 0.9,
+        learnable_threshold: bool = True,
+        select_frame: int = 6,
+        num_segments: int = 12,
+        ste_temperature: float = 0.1,
+    ) -> None:
         super().__init__()
         if not 1 <= select_frame <= num_segments:
             raise ConfigError(f"variant.select_frame must be in 1..{num_segments}, got {select_frame}")
@@ -154,7 +162,7 @@ class SingleLSDO(nn.Module):
         if not (self.training and isinstance(self.theta, nn.Parameter) and self.theta.requires_grad):
             return f_sub * hard
         soft = torch.sigmoid((theta - f_sub) / self.tau)
-        return f_sub * (hard + soft - soft.detach())
+        return f_sub * (hard + (soft - soft.detach()))  # the bracket is exactly 0
 
     def forward(self, f_v: torch.Tensor) -> torch.Tensor:
         """f_v [B, n, d] -> f_s [B, 1, d]."""
@@ -171,12 +179,18 @@ def build_video_lsdo(variant, dim: int, trainable_bank: bool = True) -> nn.Modul
     if name == "baseline":
         return None
     if name == "shared":
-        return SharedLSDO(dim, m=int(variant.m), init=str(variant.init), bank_path=variant.get("bank_path"),
-                          trainable=trainable_bank)
+        return SharedLSDO(
+            dim, m=int(variant.m), init=str(variant.init), bank_path=variant.get("bank_path"), trainable=trainable_bank
+        )
     if name == "average":
         return AverageLSDO(dim)
     if name == "single":
-        return SingleLSDO(dim, theta=float(variant.theta), learnable_threshold=bool(variant.learnable_threshold),
-                          select_frame=int(variant.select_frame), num_segments=int(variant.num_segments),
-                          ste_temperature=float(variant.get("ste_temperature", 0.1)))
+        return SingleLSDO(
+            dim,
+            theta=float(variant.theta),
+            learnable_threshold=bool(variant.learnable_threshold),
+            select_frame=int(variant.select_frame),
+            num_segments=int(variant.num_segments),
+            ste_temperature=float(variant.get("ste_temperature", 0.1)),
+        )
     raise ConfigError(f"variant.name: expected baseline | shared | average | single, got '{name}'")

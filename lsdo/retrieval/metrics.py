@@ -26,8 +26,9 @@ def _summary(ranks: torch.Tensor) -> dict[str, float]:
 
 def _check(sims: torch.Tensor, text_to_video: torch.Tensor) -> None:
     if sims.ndim != 2 or text_to_video.ndim != 1 or text_to_video.shape[0] != sims.shape[0]:
-        raise ValueError(f"sims must be [T, V] and text_to_video [T]; got {tuple(sims.shape)}, "
-                         f"{tuple(text_to_video.shape)}")
+        raise ValueError(
+            f"sims must be [T, V] and text_to_video [T]; got {tuple(sims.shape)}, {tuple(text_to_video.shape)}"
+        )
 
 
 def t2v_ranks(sims: torch.Tensor, text_to_video: torch.Tensor) -> torch.Tensor:
