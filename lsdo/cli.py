@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,9 @@ def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Report user errors as one line on stderr and exit 2 (no traceback)."""
 
     def wrapper(cfg: DictConfig) -> Any:
+        # Hydra's root handler already prints Lightning's messages: drop Lightning's own copy.
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
         try:
             return fn(cfg)
         except LSDOUserError as exc:

@@ -17,6 +17,7 @@ from lsdo.data import build_datamodule
 from lsdo.errors import ConfigError, LSDOUserError
 from lsdo.lightning_module import LSDOLitModule
 from lsdo.model.encoder import image_size_of
+from lsdo.plots import plot_training_curves
 from lsdo.reporting import format_metrics_table
 
 log = logging.getLogger(__name__)
@@ -166,4 +167,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
         )
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    for log_csv in out.glob("csv/*/metrics.csv"):
+        plot_training_curves(log_csv, out / "training_curves.png")
     return results

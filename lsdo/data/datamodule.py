@@ -138,7 +138,14 @@ class SyntheticDataModule(L.LightningDataModule):
             )
             clips = np.stack(
                 [
-                    synthetic.render(v, int(d.clip_len), self.size, float(d.small_visible_frac), int(d.distractors))
+                    synthetic.render(
+                        v,
+                        int(d.clip_len),
+                        self.size,
+                        float(d.small_visible_frac),
+                        int(d.distractors),
+                        float(d.get("small_radius", 0.07)),
+                    )
                     for v in videos
                 ]
             )

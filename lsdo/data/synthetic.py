@@ -4,9 +4,10 @@ Every video shows
 
 * a **large, salient object** (3 shapes x 3 colours = 9 kinds, radius ~ a quarter of the frame)
   moving and bouncing across a noisy background. It is shared by many videos;
-* a **small, low-salient object** (4 shapes x 5 colours = 20 kinds, about one ViT patch wide)
-  near one corner, visible only in a fraction of the frames (``small_visible_frac``) and hidden
-  when the large object passes over it;
+* a **small, low-salient object** (4 shapes x 5 colours = 20 kinds, ``small_radius`` = 0.1 of
+  the frame side by default: under two ViT patches across at 64 px) near a random corner,
+  visible only in a fraction of the frames (``small_visible_frac``, default 0.8) and hidden when
+  the large object passes over it;
 * ``distractors`` grey specks of a similar size that wander around and mean nothing.
 
 A caption names both objects ("a red circle with a small cyan ring in the corner"). A video's
@@ -139,9 +140,18 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
 
 
 def render(
-    video: SyntheticVideo, num_frames: int = 16, size: int = 64, small_visible_frac: float = 0.6, distractors: int = 3
+    video: SyntheticVideo,
+    num_frames: int = 16,
+    size: int = 64,
+    small_visible_frac: float = 0.6,
+    distractors: int = 3,
+    small_radius: float = 0.07,
 ) -> np.ndarray:
-    """Render a video as uint8 frames [num_frames, 3, size, size]."""
+    """Render a video as uint8 frames [num_frames, 3, size, size].
+
+    ``small_radius``: the small object's radius as a fraction of the frame side (+-15% per video);
+    the large object's radius is 0.20-0.26 of the side.
+    """
     rng = np.random.default_rng(video.seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     bg = rng.uniform(20, 90, size=3)
@@ -157,7 +167,7 @@ def render(
 
     # Small object: near a corner, visible in a random subset of frames.
     sc, ss = SMALL_KINDS[video.small]
-    small_r = size * rng.uniform(0.06, 0.08)
+    small_r = size * small_radius * rng.uniform(0.85, 1.15)
     corner = rng.integers(0, 4)
     margin = small_r + size * rng.uniform(0.02, 0.1, size=2)
     cy = margin[0] if corner in (0, 1) else size - margin[0]
