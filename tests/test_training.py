@@ -115,7 +115,6 @@ def _run_dirs(log_dir: Path) -> list[Path]:
     return sorted((log_dir / "resume" / "runs").glob("*"))
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     ref_logs, kill_logs = tmp_path / "ref", tmp_path / "kill"
     ref = run_cli("train.py", *RESUME_OVERRIDES, f"paths.log_dir={ref_logs}", timeout=600)
@@ -158,7 +157,6 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
         assert got[key] == pytest.approx(value, abs=1e-6), key
 
 
-@pytest.mark.slow
 def test_eval_py_reproduces_training_metrics(tmp_path: Path) -> None:
     proc = run_cli("train.py", *TINY_OVERRIDES, "trainer.max_epochs=2", f"paths.log_dir={tmp_path}", timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
