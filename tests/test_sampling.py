@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 
 from lsdo.config import compose
 from lsdo.data import build_datamodule
@@ -296,15 +297,8 @@ def test_collate_eval_multi_caption() -> None:
 
 
 # ----------------------------------------------------------------------------- SyntheticDataModule
-SMALL_CFG = [
-    "experiment=demo",
-    "dataset.train_videos_per_combo=1",
-    "dataset.val_combos=9",
-    "dataset.test_combos=18",
-    "dataset.clip_len=6",
-    "dataset.num_frames=3",
-    "dataset.image_size=32",
-]
+# The shared tiny config (conftest), with 3 frames rendered at 32 px.
+SMALL_CFG = [*TINY_OVERRIDES, "dataset.num_frames=3", "dataset.image_size=32"]
 
 
 @pytest.fixture(scope="module")
