@@ -1,4 +1,4 @@
-"""Console entry points: ``lsdo-train`` and ``lsdo-eval`` (Hydra command lines)."""
+"""Console entry points: ``lsdo-train`` and ``lsdo-eval`` (Hydra command lines) and the plain tools' error guard."""
 
 from __future__ import annotations
 
@@ -41,6 +41,17 @@ def _eval(cfg: DictConfig) -> Any:
     from lsdo.evaluate import run
 
     return run(cfg)
+
+
+def run_plain(fn: Callable[[], int]) -> int:
+    """For the non-Hydra tools (lsdo-synth, lsdo-build-bank, ...): user errors as one line, exit code 2."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    try:
+        return int(fn() or 0)
+    except LSDOUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 train_task = guarded(_train)

@@ -121,7 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # Cheap checks first: data paths, accelerator, checkpoint; only then build the model
     # (which may download CLIP weights).
-    dm = build_datamodule(cfg, image_size_of(cfg.model))
+    dm = build_datamodule(cfg, image_size_of(cfg.model), report_dir=out)
     check_accelerator(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
     lit = LSDOLitModule(OmegaConf.to_container(cfg, resolve=True))

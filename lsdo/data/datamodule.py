@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from lsdo.data import synthetic
 from lsdo.data.sampling import segment_indices
 from lsdo.data.transforms import normalize
-from lsdo.errors import ConfigError, DataNotFoundError, LSDOUserError
+from lsdo.errors import ConfigError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -183,33 +183,49 @@ class SyntheticDataModule(L.LightningDataModule):
         videos, clips = self._split(split)
         return self._loader(ClipEvalDataset(clips, [v.captions for v in videos], int(self.dcfg.num_frames)), False)
 
-    def bank_videos(self, m: int) -> torch.Tensor:
-        """m training videos cycling over the categories (large-object kinds): [m, n, 3, H, W]."""
-        videos, clips = self._split("train")
+    def bank_video_ids(self, m: int) -> list[str]:
+        """Ids of m training videos cycling over the categories (large-object kinds)."""
+        videos, _ = self._split("train")
+        return [videos[i].video_id for i in self._bank_picks(m)]
+
+    def _bank_picks(self, m: int) -> list[int]:
+        videos, _ = self._split("train")
         by_cat: dict[int, list[int]] = {}
         for i, v in enumerate(videos):
             by_cat.setdefault(v.category, []).append(i)
         cats = sorted(by_cat)
-        picks = [by_cat[cats[j % len(cats)]][j // len(cats) % len(by_cat[cats[j % len(cats)]])] for j in range(m)]
+        return [by_cat[cats[j % len(cats)]][j // len(cats) % len(by_cat[cats[j % len(cats)]])] for j in range(m)]
+
+    def bank_videos(self, m: int) -> torch.Tensor:
+        """m training videos cycling over the categories (large-object kinds): [m, n, 3, H, W]."""
+        _, clips = self._split("train")
         frame_idx = torch.from_numpy(segment_indices(clips.shape[1], int(self.dcfg.num_frames), "uniform"))
-        return normalize(clips[picks][:, frame_idx])
+        return normalize(clips[self._bank_picks(m)][:, frame_idx])
 
 
-def build_datamodule(cfg: Any, image_size: int) -> L.LightningDataModule:
-    """The data module of ``cfg.dataset``; raises a one-line user error when data is missing."""
+def build_datamodule(cfg: Any, image_size: int, report_dir: str | Path | None = None) -> L.LightningDataModule:
+    """The data module of ``cfg.dataset``; raises a one-line user error when data is missing.
+
+    ``report_dir`` receives the pre-flight reports of the real datasets (missing/corrupt video lists).
+    """
     d = cfg.dataset
     name = str(d.name)
     if name == "synthetic":
         return SyntheticDataModule(d, image_size, seed=int(cfg.seed), select_on_test=bool(cfg.get("select_on_test")))
     if name in REAL_DATASETS:
         root = Path(str(d.root))
-        if not root.exists():
+        if not root.exists() and not (d.get("ann_dir") and d.get("video_dir")):
             raise DataNotFoundError(
                 f"dataset.root: {root} does not exist. Download {REAL_DATASETS[name]} as described in "
                 f"data/README.md and pass dataset.root=/path/to/{name}"
             )
-        raise LSDOUserError(
-            f"dataset={name}: the real-video loaders are not implemented yet (tracked in the datasets issue); "
-            "use dataset=synthetic for now"
+        from lsdo.data.video_datamodule import VideoDataModule
+
+        return VideoDataModule(
+            d,
+            image_size,
+            seed=int(cfg.seed),
+            select_on_test=bool(cfg.get("select_on_test")),
+            report_dir=report_dir,
         )
     raise ConfigError(f"dataset.name: unknown dataset '{name}' (expected synthetic, {', '.join(REAL_DATASETS)})")
