@@ -1,0 +1,241 @@
+"""Visual results of the Inverse-Attention Encoder, one column of the paper's Table 2 as one PNG.
+
+``lsdo-viz inverse-attention image=PATH query="..." [out=PNG] [ckpt=PATH | model=ARCH[/PRETRAINED] | model=tiny]``
+
+Rows (paper §5 "Visual Results"): the input frame; the LARD stage (heatmap over the global view, LARD candidate
+boxes thin, LARC regions thick and numbered); the LACE image crops with their cosine similarity to the query; the
+retrieval similarity of the global embedding (the plain encoder) vs ours (max over {global} U {regions}).
+
+``render_figure(frame [3, H, W] uint8, query, model, tokenizer, out, ...)`` -> dict of similarities
+``viz_main(argv)`` -> exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lsdo.errors import LSDOUserError
+from lsdo.inverse_attention.cli_args import as_float, as_int, parse_kv, usage
+from lsdo.inverse_attention.encoder import RegionEncoder
+from lsdo.inverse_attention.heatmap import HEATMAP_METHODS
+from lsdo.inverse_attention.larc import DEFAULT_K
+from lsdo.inverse_attention.lard import LARDConfig
+
+DEFAULT_MODEL = "ViT-B-16-SigLIP/webli"  # the paper's "ours" runs on SigLIP
+
+
+def load_image(path: str) -> torch.Tensor:
+    """RGB image file -> uint8 [3, H, W]."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise LSDOUserError(f"image: file not found: {p}")
+    try:
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise LSDOUserError(f"image: cannot read {p} ({type(exc).__name__})") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_model(model: str | None = None, ckpt: str | None = None) -> tuple[nn.Module, Any, str]:
+    """(open_clip model, tokenizer, label) from an LSDO checkpoint, ``tiny``, or ``ARCH[/PRETRAINED]``."""
+    from omegaconf import OmegaConf
+
+    from lsdo.model.encoder import create_clip
+
+    if ckpt:
+        from lsdo.evaluate import load_checkpoint, rebuild
+
+        saved, state_dict = load_checkpoint(ckpt)
+        encoder = rebuild(saved, state_dict).model.encoder  # the fine-tuned CLIP towers of the checkpoint
+        return encoder.clip, encoder.tokenize, f"ckpt {Path(ckpt).name}"
+    spec = model or DEFAULT_MODEL
+    if spec == "tiny":
+        from lsdo.config import CONFIG_DIR
+
+        clip, tokenizer = create_clip(OmegaConf.load(Path(CONFIG_DIR) / "model" / "tiny.yaml"))
+        return clip, tokenizer, "tiny (random init)"
+    arch, _, tag = spec.partition("/")
+    if not tag:
+        print(f"warning: model={spec} has no /PRETRAINED tag: random initialisation", file=sys.stderr)
+    try:
+        # base_arch (not arch): create_clip then picks the -quickgelu variant for QuickGELU weights (openai, ...)
+        clip, tokenizer = create_clip(OmegaConf.create({"base_arch": arch, "arch": None, "pretrained": tag or None}))
+    except LSDOUserError:
+        raise
+    except Exception as exc:  # e.g. an HF tokenizer that cannot be fetched offline
+        raise LSDOUserError(f"model={spec}: cannot build it ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return clip, tokenizer, spec
+
+
+def render_figure(
+    frame: torch.Tensor,
+    query: str,
+    model: nn.Module,
+    tokenizer: Any,
+    out: str | Path,
+    *,
+    k: int = DEFAULT_K,
+    heatmap: str = "attention",
+    lard: LARDConfig | None = None,
+    seed: int = 0,
+    title: str = "",
+) -> dict[str, Any]:
+    """Write the four-row figure for one frame and query; returns the similarities and boxes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from lsdo.inverse_attention.heatmap import upsample
+    from lsdo.inverse_attention.lace import crop_regions
+
+    enc = RegionEncoder(model, "inverse_attention", k=k, heatmap=heatmap, lard=lard, seed=seed, tokenizer=tokenizer)
+    res = enc.encode_detailed(frame[None])
+    text = enc.encode_text([query])  # [1, d]
+    cos = (text @ res.embeddings[0].T)[0].cpu()  # [1+K]
+    valid = res.mask[0].cpu()
+    sim_global = float(cos[0])
+    sim_ours = float(cos[valid].max())
+    regions, cands = res.boxes[0], res.candidates[0]
+    crops = crop_regions(frame, regions, enc.image_size, enc.interpolation)
+    img = frame.permute(1, 2, 0).numpy()
+
+    n_cols = max(len(regions), 1)
+    fig = plt.figure(figsize=(max(6.0, 2.2 * n_cols), 13))
+    gs = fig.add_gridspec(4, n_cols, height_ratios=[3, 3, 1.6, 1.6], hspace=0.35)
+    colors = plt.get_cmap("tab10")
+
+    ax = fig.add_subplot(gs[0, :])
+    ax.imshow(img)
+    vx0, vy0, vx1, vy1 = res.views[0]
+    if (vx1 - vx0, vy1 - vy0) != (img.shape[1], img.shape[0]):
+        ax.add_patch(Rectangle((vx0, vy0), vx1 - vx0, vy1 - vy0, fill=False, ls="--", lw=1, ec="white"))
+    ax.set_title(f"Input frame{' - ' + title if title else ''}  (dashed: the encoder's global view)", fontsize=9)
+    ax.axis("off")
+
+    ax = fig.add_subplot(gs[1, :])
+    ax.imshow(img)
+    assert res.heatmaps is not None
+    heat = upsample(res.heatmaps[0].cpu(), (vy1 - vy0, vx1 - vx0)).numpy()
+    ax.imshow(heat, cmap="jet", alpha=0.45, extent=(vx0, vx1, vy1, vy0))
+    ax.set_xlim(0, img.shape[1])
+    ax.set_ylim(img.shape[0], 0)
+    for x0, y0, x1, y1 in cands.tolist():
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=0.5, ec="white", alpha=0.6))
+    for i, (x0, y0, x1, y1) in enumerate(regions.tolist()):
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2.5, ec=colors(i % 10)))
+        ax.text(x0 + 2, y0 + 2, str(i + 1), color="white", va="top", fontsize=9, backgroundcolor=colors(i % 10))
+    ax.set_title(
+        f"LARD: {heatmap} heatmap, {len(cands)} low-attention candidates (thin); LARC: {len(regions)} regions",
+        fontsize=9,
+    )
+    ax.axis("off")
+
+    for i in range(n_cols):
+        ax = fig.add_subplot(gs[2, i])
+        ax.axis("off")
+        if i < len(regions):
+            ax.imshow(crops[i].permute(1, 2, 0).numpy())
+            ax.set_title(f"crop {i + 1}: cos {float(cos[1 + i]):.3f}", fontsize=8, color=colors(i % 10))
+        elif i == 0:
+            ax.text(0.5, 0.5, "no low-attention region\n(global embedding only)", ha="center", va="center")
+    ax = fig.add_subplot(gs[3, :])
+    labels = ["global"] + [f"crop {i + 1}" for i in range(len(regions))] + ["ours (max)"]
+    values = [sim_global] + [float(cos[1 + i]) for i in range(len(regions))] + [sim_ours]
+    bar_colors = ["grey"] + [colors(i % 10) for i in range(len(regions))] + ["black"]
+    ax.bar(range(len(values)), values, color=bar_colors)
+    ax.set_xticks(range(len(values)), labels, fontsize=8)
+    ax.set_ylabel("cosine similarity")
+    ax.set_title(f'Retrieval similarity to "{query}": global {sim_global:.3f} vs ours {sim_ours:.3f}', fontsize=9)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return {
+        "global": sim_global,
+        "ours": sim_ours,
+        "regions": [float(cos[1 + i]) for i in range(len(regions))],
+        "boxes": regions.tolist(),
+        "num_candidates": len(cands),
+        "out": str(out),
+    }
+
+
+ARGS = {
+    "image": "input frame (any image file PIL reads) [required]",
+    "query": "text query [required]",
+    "out": "output PNG (default inverse_attention.png)",
+    "ckpt": "an LSDO training checkpoint (its CLIP towers are used)",
+    "model": f"open_clip ARCH[/PRETRAINED] (default {DEFAULT_MODEL}) or 'tiny' (random-init config)",
+    "k": f"LARC regions (default {DEFAULT_K})",
+    "heatmap": f"heatmap method, one of {HEATMAP_METHODS} (default attention)",
+    "kernel": f"LARD kernel in patches (default {LARDConfig.kernel})",
+    "stride": f"LARD stride in patches (default {LARDConfig.stride})",
+    "mask_threshold": f"LARD mask threshold on the [0,1] heatmap (default {LARDConfig.mask_threshold})",
+    "window_threshold": f"LARD max window mean of the mask (default {LARDConfig.window_threshold})",
+    "seed": "LARC k-means seed (default 0)",
+}
+SUBCOMMANDS = ("inverse-attention",)
+
+
+def viz_main(argv: list[str] | None = None) -> int:
+    """``lsdo-viz inverse-attention image=PATH query=... [out=PNG] [ckpt=... | model=...]``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print("usage: lsdo-viz inverse-attention image=PATH query=TEXT [key=value ...]\n")
+        print(usage("lsdo-viz inverse-attention", ARGS))
+        return 0 if argv else 2
+    sub, rest = argv[0], argv[1:]
+    try:
+        if sub not in SUBCOMMANDS:
+            raise LSDOUserError(f"unknown visualisation {sub!r}; available: {', '.join(SUBCOMMANDS)}")
+        if any(a in ("-h", "--help") for a in rest):
+            print(usage("lsdo-viz inverse-attention", ARGS))
+            return 0
+        args = parse_kv(rest, ARGS, required=("image", "query"))
+        if args.get("ckpt") and args.get("model"):
+            raise LSDOUserError("give either ckpt=... or model=..., not both")
+        heatmap = args.get("heatmap", "attention")
+        if heatmap not in HEATMAP_METHODS:
+            raise LSDOUserError(f"heatmap: must be one of {HEATMAP_METHODS}, got {heatmap!r}")
+        lard = LARDConfig(
+            mask_threshold=as_float(args, "mask_threshold", LARDConfig.mask_threshold),
+            window_threshold=as_float(args, "window_threshold", LARDConfig.window_threshold),
+            kernel=as_int(args, "kernel", LARDConfig.kernel),
+            stride=as_int(args, "stride", LARDConfig.stride),
+        )
+        frame = load_image(args["image"])
+        model, tokenizer, label = load_model(args.get("model"), args.get("ckpt"))
+        try:
+            result = render_figure(
+                frame,
+                args["query"],
+                model,
+                tokenizer,
+                args.get("out", "inverse_attention.png"),
+                k=as_int(args, "k", DEFAULT_K),
+                heatmap=heatmap,
+                lard=lard,
+                seed=as_int(args, "seed", 0),
+                title=label,
+            )
+        except TypeError as exc:  # unsupported visual tower
+            raise LSDOUserError(str(exc)) from None
+    except (LSDOUserError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{result['out']}: similarity to {args['query']!r}: global {result['global']:.4f}, ours {result['ours']:.4f} "
+        f"({len(result['boxes'])} regions from {result['num_candidates']} LARD candidates)"
+    )
+    return 0
