@@ -17,9 +17,11 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
+from lsdo.errors import ConfigError
 from lsdo.loss import symmetric_infonce
 from lsdo.model import TextFeatures, build_model
 from lsdo.model.video_lsdo import SingleLSDO
+from lsdo.retrieval import dual_softmax, fast_similarity, similarity_matrix
 from lsdo.retrieval.metrics import t2v_metrics, v2t_metrics
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class LSDOLitModule(L.LightningModule):
         self.model = build_model(self.cfg)
         self._eval: dict[str, list] = {}
         self.results: dict[str, dict[str, float]] = {}
+        self.eval_outputs: dict[str, dict[str, torch.Tensor]] = {}  # last [T, V] scores per split (for plots)
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
@@ -107,6 +110,30 @@ class LSDOLitModule(L.LightningModule):
             )
         )
 
+    @torch.no_grad()
+    def retrieval_scores(self, text: TextFeatures, video: torch.Tensor) -> torch.Tensor:
+        """[T, V] scores as ``cfg.inference`` says: full protocol or prefilter + re-ranking, optional DSL.
+
+        ``inference.mode=full`` scores every pair exactly (lsdo.retrieval.similarity_matrix);
+        ``fast`` re-ranks the ``prefilter_k`` mean-pool candidates of each text (paper IV-B.3).
+        ``inference.dsl=true`` applies dual softmax (transductive; labelled in every output).
+        """
+        inf = self.cfg.get("inference") or {}
+        chunk = int(inf.get("chunk_size", 256))
+        mode = str(inf.get("mode", "full"))
+        if mode == "full":
+            sims = similarity_matrix(self.model, text, video, chunk_size=chunk, method=str(inf.get("method", "fast")))
+        elif mode == "fast":
+            sims = fast_similarity(
+                self.model, text, video, prefilter_k=int(inf.get("prefilter_k", 100)), chunk_size=chunk
+            )
+        else:
+            raise ConfigError(f"inference.mode: expected full | fast, got '{mode}'")
+        sims = sims.float()
+        if bool(inf.get("dsl", False)):
+            sims = dual_softmax(sims, float(inf.get("dsl_temperature", 0.01)))
+        return sims
+
     def _eval_end(self, prefix: str) -> dict[str, float]:
         parts = self._eval.pop("parts", [])
         if not parts:
@@ -118,7 +145,8 @@ class LSDOLitModule(L.LightningModule):
         text = TextFeatures.cat([p[0] for p in parts])
         video = torch.cat([p[1] for p in parts])  # [V, n, d]
         t2v_idx = torch.cat(t2v)
-        sims = self.model.similarity(text, video, chunk_size=int(self.cfg.inference.chunk_size)).float()  # [T, V]
+        sims = self.retrieval_scores(text, video)  # [T, V]
+        self.eval_outputs[prefix] = {"sims": sims.cpu(), "text_to_video": t2v_idx.cpu()}
         metrics = {f"t2v/{k}": v for k, v in t2v_metrics(sims, t2v_idx).items()}
         metrics.update({f"v2t/{k}": v for k, v in v2t_metrics(sims, t2v_idx).items()})
         metrics["num_texts"], metrics["num_videos"] = float(sims.shape[0]), float(sims.shape[1])

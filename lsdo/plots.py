@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 
 def _series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float]]:
@@ -44,3 +45,49 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> Path |
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_retrieval(ranks: dict[str, Any], out_dir: str | Path, title: str = "") -> list[Path]:
+    """Recall@K curves and rank histograms of {"t2v": ranks [Q], "v2t": ranks [V]} (1-based) as PNGs.
+
+    Writes ``recall_at_k.png`` (R@K in percent against K, log axis) and ``rank_histogram.png``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in ranks.items() if v is not None and len(v)}
+    written = []
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, r in arrays.items():
+        ks = np.unique(np.concatenate([np.arange(1, 11), np.geomspace(1, r.max(), 60).astype(np.int64)]))
+        ax.plot(ks, [(r <= k).mean() * 100 for k in ks], label=f"{name} (R@1 {(r <= 1).mean() * 100:.1f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("K")
+    ax.set_ylabel("R@K (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title(title or "recall at K")
+    fig.tight_layout()
+    written.append(out_dir / "recall_at_k.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(arrays), figsize=(4.5 * len(arrays), 3.4), squeeze=False)
+    for ax, (name, r) in zip(axes[0], arrays.items(), strict=True):
+        bins = np.unique(np.geomspace(1, max(r.max(), 2) + 1, 30).astype(np.int64))
+        ax.hist(r, bins=bins, color="tab:blue" if name == "t2v" else "tab:orange")
+        ax.set_xscale("log")
+        ax.set_xlabel("rank of the ground truth (1 = best)")
+        ax.set_ylabel("queries")
+        ax.set_title(f"{name}: median rank {np.median(r):.0f}, mean {r.mean():.1f}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    written.append(out_dir / "rank_histogram.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written

@@ -166,9 +166,35 @@ def test_eval_py_reproduces_training_metrics(tmp_path: Path) -> None:
     ev = run_cli("eval.py", f"ckpt={ckpt}", f"paths.log_dir={tmp_path}", "trainer.accelerator=cpu", timeout=600)
     assert ev.returncode == 0, ev.stderr[-2000:]
     ev_dir = next((tmp_path / "eval" / "runs").glob("*"))
-    got = json.loads((ev_dir / "metrics.json").read_text())["test"]
+    report = json.loads((ev_dir / "metrics.json").read_text())
+    got = report["test"]
     for key, value in trained["test"].items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
+    assert report["protocol"] == "full protocol" and report["inference"]["dsl"] is False
+    assert "| t2v |" in (ev_dir / "metrics.md").read_text()
+    for png in ("recall_at_k.png", "rank_histogram.png"):
+        assert (ev_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Fast inference with every video a candidate is the full protocol, exactly; labelled as fast.
+    fast_dir = tmp_path / "fast"
+    ev = run_cli(
+        "eval.py",
+        f"ckpt={ckpt}",
+        "trainer.accelerator=cpu",
+        "inference.mode=fast",
+        "inference.prefilter_k=100000",
+        f"hydra.run.dir={fast_dir}",
+        timeout=600,
+    )
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    fast = json.loads((fast_dir / "metrics.json").read_text())
+    assert fast["protocol"].startswith("fast (prefilter k=100000)")
+    assert fast["test"] == got
+
+    # Model settings that contradict the checkpoint: one line, no traceback.
+    ev = run_cli("eval.py", f"ckpt={ckpt}", "variant=single", f"hydra.run.dir={tmp_path / 'bad'}", timeout=120)
+    assert ev.returncode == 2 and "Traceback" not in ev.stderr
+    assert ev.stderr.strip().splitlines()[-1].startswith("error: variant=single given, but the checkpoint")
 
 
 def test_eval_py_rejects_a_corrupt_checkpoint(tmp_path: Path) -> None:

@@ -208,6 +208,7 @@ def test_train_and_eval_cli_on_exported_files(synth_dir: Path, tmp_path: Path) -
         "train.py",
         *TINY_MSRVTT,
         f"dataset.root={synth_dir}",
+        "dataset.train_unit=video",  # 21 steps instead of 106: the pipeline, not the schedule, is under test
         f"paths.log_dir={logs}",
         "hydra.run.dir=" + str(tmp_path / "run"),
         timeout=280,
@@ -218,7 +219,21 @@ def test_train_and_eval_cli_on_exported_files(synth_dir: Path, tmp_path: Path) -
     ckpt = next((tmp_path / "run" / "checkpoints").glob("last*.ckpt"))
     r = run_cli("eval.py", f"ckpt={ckpt}", "trainer.accelerator=cpu", "hydra.run.dir=" + str(tmp_path / "ev"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["test"] is not None
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["test"]["num_videos"] == SYNTH["test_combos"]
+    # Another dataset on the command line replaces the checkpoint's: here the in-memory synthetic one.
+    r = run_cli(
+        "eval.py",
+        f"ckpt={ckpt}",
+        "trainer.accelerator=cpu",
+        "dataset=synthetic",
+        "dataset.test_combos=12",
+        "dataset.clip_len=6",
+        "dataset.num_frames=4",
+        "hydra.run.dir=" + str(tmp_path / "ev2"),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+    assert report["dataset"] == "synthetic" and report["test"]["num_videos"] == 12
 
 
 def test_bad_dataset_input_is_one_line_error(synth_copy: Path, tmp_path: Path) -> None:

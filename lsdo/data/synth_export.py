@@ -3,7 +3,8 @@
 Writes, under DIR::
 
     videos/<video_id>.mp4          H.264, one file per video of every split
-    MSRVTT_data.json               {"videos": [{video_id, category, split, ...}], "sentences": [{caption, video_id, sen_id}]}
+    MSRVTT_data.json               {"videos": [{video_id, category, split, ...}],
+                                    "sentences": [{caption, video_id, sen_id}]}
     MSRVTT_train.9k.csv            the training videos (one column video_id); MSRVTT_train.7k.csv is the same list
     MSRVTT_val.csv                 the validation videos (same format; picked up by the MSR-VTT loader)
     MSRVTT_JSFUSION_test.csv       key,vid_key,video_id,sentence: one caption per test video

@@ -338,7 +338,14 @@ def _as_thwc_uint8(frames: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def open_h264_writer(
-    path: Path, width: int, height: int, fps: float, crf: int, threads: int = 0, faststart: bool = False
+    path: Path,
+    width: int,
+    height: int,
+    fps: float,
+    crf: int,
+    threads: int = 0,
+    faststart: bool = False,
+    keyint: int | None = None,
 ) -> tuple[Any, Any]:
     """An mp4 container writing H.264 yuv420p at ``fps``: (container, stream).
 
@@ -358,6 +365,8 @@ def open_h264_writer(
     stream.options = {"crf": str(int(crf))}
     if threads:
         stream.codec_context.thread_count = int(threads)
+    if keyint:
+        stream.codec_context.gop_size = int(keyint)
     return container, stream
 
 
@@ -367,6 +376,7 @@ def write_video(
     fps: float = 8.0,
     crf: int = 12,
     faststart: bool = False,
+    keyint: int | None = None,
 ) -> None:
     """Write uint8 RGB frames [T, H, W, 3] (or [T, 3, H, W]) as an H.264 (yuv420p) mp4.
 
@@ -374,7 +384,8 @@ def write_video(
     column, so such a video reads back one pixel taller or wider. ``crf``: 0 (lossless luma) to 51
     (worst); the default 12 is visually lossless. Parent folders are created; the file appears
     under its final name only once complete (written to a temporary name, then renamed).
-    ``faststart`` puts the index (moov) before the data, as streaming sites do.
+    ``faststart`` puts the index (moov) before the data, as streaming sites do; ``keyint`` is the
+    longest key-frame interval in frames (None: x264's default, 250).
     """
     import av
 
@@ -388,7 +399,9 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part")
     try:
-        container, stream = open_h264_writer(tmp, arr.shape[2], arr.shape[1], fps, crf, faststart=faststart)
+        container, stream = open_h264_writer(
+            tmp, arr.shape[2], arr.shape[1], fps, crf, faststart=faststart, keyint=keyint
+        )
         with container:
             for i, frame in enumerate(arr):
                 vf = av.VideoFrame.from_ndarray(frame, format="rgb24")

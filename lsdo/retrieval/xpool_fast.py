@@ -1,0 +1,274 @@
+"""Exact X-Pool scores for every (text, video) pair at about the cost of the attention logits.
+
+The naive score of one pair pools the frames for that text and then applies d x d maps
+(W_out, ``linear_proj``) and LayerNorms to the pooled vector: O(d^2) per pair, and a
+[T, V, d] tensor for T texts and V videos. Everything after the softmax is, however, affine
+in the attention weights, up to the LayerNorm scalings, so it can be moved onto the frames
+(once per video) and the LayerNorms and the cosine expressed through per-video n x n Gram
+matrices. Per pair that leaves the attention logits and one more text-frame dot product (2 n d)
+plus a few n x n quadratic forms: exactly the same scores, without any d x d work per pair.
+
+Derivation, impl=paper (``XPool``, eval mode). For text t and video b with frames j = 1..n:
+
+    att_j  = softmax_j(q_t . k_bj / sqrt(d))                      (unchanged, [T, V, n])
+    out    = W_o (sum_j att_j v_bj) + b_o = sum_j att_j U_j,      U_j = W_o v_bj + b_o  (sum_j att_j = 1)
+    c      = out - mean(out) = sum_j att_j A_j,                   A_j = U_j - mean(U_j)  (centred per frame)
+    var    = |c|^2 / d = att^T (A A^T) att / d,                   sigma = sqrt(var + eps)
+    z      = LN_out(out) = g * c / sigma + beta
+    t . z  = (sum_j att_j (g * A_j) . t) / sigma + beta . t
+    |z|^2  = att^T (Ag Ag^T) att / sigma^2 + 2 att^T (Ag beta) / sigma + |beta|^2,   Ag_j = g * A_j
+    score  = t . z / (max(|t|, 1e-12) max(|z|, 1e-12))           (F.normalize's clamp)
+
+impl=official (``OfficialXPool``): ``out`` and ``c`` as above (U from W_out W_v), then
+a = LN2(out) = g2 * c / sigma2 + beta2 and y = a + linear_proj(a) = (I + P) a + b_p. With
+R_j = (I + P)(g2 * A_j) and r0 = (I + P) beta2 + b_p:
+
+    y - mean(y) = s sum_j att_j Rc_j + r0c,    s = 1 / sigma2,  Rc_j / r0c centred
+
+so LN3 is the same computation as LN_out above with the centred vector s C + a0 (C = sum att Rc,
+a0 = r0c) in place of c: its variance and |z|^2 pick up the cross terms att^T (Rc a0),
+att^T (Rg (g3 * a0)), att^T (Rg beta3) and the constants |a0|^2, |g3 a0|^2, (g3 a0) . beta3.
+Dropout is the identity in eval mode (a module in training mode with active dropout is refused).
+
+Numerics: the logits, the softmax and the two text-frame contractions run in float32 exactly as
+in the naive path (same modules for q and k); the per-video tensors (U, A, R) are computed in
+float64 from the float32 LayerNormed frames, the Gram matrices and every quadratic/linear form
+in the attention weights, sigma and the final cosine are accumulated in float64 (``accum_dtype``)
+and the scores cast back to float32. The quadratic forms subtract nothing large from anything
+large except in |z|^2 where all terms are squares or small cross terms, so float64 leaves the
+float32 rounding of the naive path as the only difference (about 1e-7).
+
+Cost: per video O(n d^2) once; per pair 2 n d (two [b n, d] x [d, t] matmuls per block of t
+texts and b videos) plus O(n m) with m = 2n + 1 (paper) or 3n + 3 (official) per-video columns;
+the memory of a block is O(t b (n + m)), never O(t b d). Blocks are video-major ([b, n, t]), so
+the softmax over frames and the Gram contractions are vectorised along the texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lsdo.model.lsdo_model import TextFeatures
+from lsdo.model.official import OfficialXPool
+from lsdo.model.xpool import XPool
+
+NORMALIZE_EPS = 1e-12  # F.normalize's default clamp on the norm
+VIDEO_BLOCK = 128  # default videos per block: keeps a block's working set about cache-sized
+
+
+def _affine(norm: nn.LayerNorm, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """LayerNorm gain and bias [d] in ``dtype`` (ones / zeros when the norm has no affine part)."""
+    d = norm.normalized_shape[-1]
+    ref = next((p for p in norm.parameters()), None)
+    device = ref.device if ref is not None else None
+    g = norm.weight if norm.weight is not None else torch.ones(d, device=device)
+    b = norm.bias if norm.bias is not None else torch.zeros(d, device=device)
+    return g.detach().to(dtype), b.detach().to(dtype)
+
+
+def _linear(layer: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear weight [out, in] and bias [out] in ``dtype`` (zeros for a bias-free layer)."""
+    w = layer.weight.detach().to(dtype)
+    b = layer.bias.detach().to(dtype) if layer.bias is not None else w.new_zeros(w.shape[0])
+    return w, b
+
+
+def _has_active_dropout(module: nn.Module) -> bool:
+    return module.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules())
+
+
+@dataclass
+class _TextState:
+    """Per-text tensors for one chunk of t texts."""
+
+    query: torch.Tensor  # [t, d] float32: W_q LN(text.query) + b_q, the attention query
+    target: torch.Tensor  # [t, d] float32: text.target, the text side of the cosine
+    norm: torch.Tensor  # [t, 1] accum: max(|target|, 1e-12)
+    dot_beta: torch.Tensor  # [t, 1] accum: target . beta (final LayerNorm bias)
+    dot_a0: torch.Tensor | None  # [t, 1] accum: target . (g * a0) (impl=official), else None
+
+
+class XPoolScorer:
+    """Exact X-Pool cosine scores from per-video precomputed tensors.
+
+    Usage::
+
+        scorer = XPoolScorer(model.xpool, video)     # video f_m [V, n, d]; O(V n d^2) once
+        sims = scorer.score(text)                    # [T, V], equal to model.similarity(text, video)
+        cand = scorer.score_candidates(text, idx)    # [T, k] scores of the pairs (t, idx[t, i])
+
+    Supports ``XPool`` (impl=paper) and ``OfficialXPool`` (impl=official); any other module
+    raises TypeError. The module must be in eval mode or have no active dropout.
+    """
+
+    def __init__(self, xpool: nn.Module, video: torch.Tensor, accum_dtype: torch.dtype = torch.float64) -> None:
+        """xpool: the model's X-Pool module; video: fused frame features f_m [V, n, d]."""
+        if not isinstance(xpool, (XPool, OfficialXPool)):
+            raise TypeError(f"XPoolScorer supports XPool and OfficialXPool modules, got {type(xpool).__name__}")
+        if _has_active_dropout(xpool):
+            raise ValueError("XPoolScorer computes eval-mode scores: call model.eval() (X-Pool dropout is active)")
+        if video.ndim != 3:
+            raise ValueError(f"video must be [V, n, d], got {tuple(video.shape)}")
+        self.module = xpool
+        self.official = isinstance(xpool, OfficialXPool)
+        self.acc = accum_dtype
+        self.scale = float(xpool.scale)
+        self.num_videos, self.num_frames, self.dim = video.shape
+        with torch.no_grad():
+            self._precompute(video)
+
+    # ------------------------------------------------------------------ per-video precomputation
+    def _precompute(self, video: torch.Tensor) -> None:
+        m, acc = self.module, self.acc
+        norm_in = m.norm1 if self.official else m.norm_in
+        frames = norm_in(video)  # [V, n, d] float32, the naive path's LN(f_m)
+        self.keys = m.k(frames).contiguous()  # [V, n, d] float32, as in the naive path
+        w_v, b_v = _linear(m.v, acc)
+        w_o, b_o = _linear(m.out, acc)
+        w_ov, b_ov = w_o @ w_v, w_o @ b_v + b_o  # [d, d], [d]: W_o (W_v x + b_v) + b_o = W_ov x + b_ov
+        u = frames.to(acc) @ w_ov.T + b_ov  # [V, n, d]: U_j = W_o v_j + b_o per frame
+        u = u - u.mean(dim=-1, keepdim=True)  # centred: sum_j att_j u_j = out - mean(out)
+        cols = []
+        if self.official:
+            cols.append(u @ u.transpose(1, 2))  # [V, n, n] Gram for LN2's variance
+            self.eps_pre = float(m.norm2.eps)
+            g2, beta2 = _affine(m.norm2, acc)
+            w_p, b_p = _linear(m.linear_proj, acc)
+            ug = u * g2  # [V, n, d]: g2 * A_j
+            r = ug + ug @ w_p.T  # [V, n, d]: (I + P)(g2 * A_j)
+            a = r - r.mean(dim=-1, keepdim=True)  # [V, n, d] centred R_j
+            r0 = beta2 + w_p @ beta2 + b_p  # [d]: (I + P) beta2 + b_p
+            a0 = r0 - r0.mean()  # [d] centred constant
+            final = m.norm3
+        else:
+            a, a0, final = u, None, m.norm_out
+        self.eps = float(final.eps)
+        g, beta = _affine(final, acc)
+        ag = a * g  # [V, n, d]: g * A_j
+        cols += [a @ a.transpose(1, 2), ag @ ag.transpose(1, 2), (ag @ beta).unsqueeze(-1)]  # [V,n,n] x2, [V,n,1]
+        self.beta = beta  # [d]
+        self.beta_sq = float(beta @ beta)
+        if a0 is not None:
+            ga0 = g * a0  # [d]
+            cols += [(a @ a0).unsqueeze(-1), (ag @ ga0).unsqueeze(-1)]  # [V, n, 1] x2
+            self.ga0 = ga0
+            self.a0_sq, self.ga0_sq, self.ga0_beta = float(a0 @ a0), float(ga0 @ ga0), float(ga0 @ beta)
+        else:
+            self.ga0 = None
+        self.frames_g = ag.to(video.dtype).contiguous()  # [V, n, d] float32: the text side contracts with it
+        # [V, n, m] -> [V, m, n]: per video, m rows (Gram rows and linear forms) over its n frames
+        self.mix_t = torch.cat(cols, dim=-1).transpose(1, 2).contiguous()
+
+    # ------------------------------------------------------------------ per-text state
+    def _text_state(self, text: TextFeatures) -> _TextState:
+        m = self.module
+        norm_in = m.norm1 if self.official else m.norm_in
+        query = m.q(norm_in(text.query))  # [t, d], the naive path's query
+        target = text.target
+        t64 = target.to(self.acc)
+        return _TextState(
+            query=query,
+            target=target,
+            norm=t64.norm(dim=-1).clamp_min(NORMALIZE_EPS),  # [t]
+            dot_beta=t64 @ self.beta,  # [t]
+            dot_a0=t64 @ self.ga0 if self.ga0 is not None else None,  # [t]
+        )
+
+    # ------------------------------------------------------------------ the per-pair formulas
+    def _finish(
+        self, att: torch.Tensor, tdot: torch.Tensor, att_mix: torch.Tensor, ts: _TextState, text_dim: int
+    ) -> torch.Tensor:
+        """Scores [P, Q] float32 from att, tdot [P, n, Q] and att_mix [P, m, Q] (accum dtype).
+
+        The frame axis is dim 1: ``tdot[p, j, q]`` is target . (g * A_j) and
+        ``att_mix[p, c, q] = sum_j att[p, j, q] mix[video, j, c]``. ``text_dim`` says which of
+        P (0) or Q (1) indexes the texts, to broadcast the per-text [t] scalars.
+        """
+        n, d = att.shape[1], self.dim
+
+        def per_text(x: torch.Tensor) -> torch.Tensor:
+            return x.unsqueeze(1 - text_dim)  # [t] -> [1, t] (texts along Q) or [t, 1] (texts along P)
+
+        off = 0
+        s = None
+        if self.official:
+            q_pre = (att_mix[:, :n] * att).sum(dim=1)  # [P, Q]: |c|^2 before LN2
+            s = torch.rsqrt(q_pre / d + self.eps_pre)  # [P, Q]: 1 / sigma2
+            off = n
+        q_a = (att_mix[:, off : off + n] * att).sum(dim=1)  # [P, Q]: |sum att A|^2
+        q_h = (att_mix[:, off + n : off + 2 * n] * att).sum(dim=1)  # [P, Q]: |g * sum att A|^2
+        l_beta = att_mix[:, off + 2 * n]  # [P, Q]: (g * sum att A) . beta
+        t_lin = (att * tdot).sum(dim=1)  # [P, Q]: (g * sum att A) . target
+        if s is None:
+            sigma = torch.sqrt(q_a / d + self.eps)  # [P, Q]
+            num = t_lin / sigma + per_text(ts.dot_beta)
+            zz = q_h / sigma**2 + 2 * l_beta / sigma + self.beta_sq
+        else:
+            l_a0 = att_mix[:, off + 2 * n + 1]  # [P, Q]: (sum att A) . a0
+            l_ga0 = att_mix[:, off + 2 * n + 2]  # [P, Q]: (g * sum att A) . (g * a0)
+            sigma = torch.sqrt((s * s * q_a + 2 * s * l_a0 + self.a0_sq) / d + self.eps)  # [P, Q]
+            num = (s * t_lin + per_text(ts.dot_a0)) / sigma + per_text(ts.dot_beta)
+            zz = (s * s * q_h + 2 * s * l_ga0 + self.ga0_sq) / sigma**2 + 2 * (s * l_beta + self.ga0_beta) / sigma
+            zz = zz + self.beta_sq
+        z_norm = zz.clamp_min(0).sqrt().clamp_min(NORMALIZE_EPS)  # [P, Q]: |LN(...)|
+        return (num / (per_text(ts.norm) * z_norm)).to(ts.target.dtype)
+
+    # ------------------------------------------------------------------ public scoring
+    @torch.no_grad()
+    def score_block(self, text: TextFeatures, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Scores [t, b] of the texts against videos ``start:stop`` (two [b n, d] x [d, t] matmuls).
+
+        Works video-major ([b, n, t]) so the softmax over frames and the Gram contractions run
+        vectorised along the texts.
+        """
+        stop = self.num_videos if stop is None else stop
+        ts = self._text_state(text)
+        keys = self.keys[start:stop]  # [b, n, d]
+        b, n, d = keys.shape
+        t = ts.query.shape[0]
+        dots = (keys.reshape(b * n, d) @ ts.query.T).view(b, n, t)  # [b*n, t] -> [b, n, t]
+        att = (dots * self.scale).softmax(dim=1).to(self.acc)  # [b, n, t]: softmax over frames
+        frames_g = self.frames_g[start:stop].reshape(b * n, d)  # [b, n, d] -> [b*n, d]
+        tdot = (frames_g @ ts.target.T).view(b, n, t).to(self.acc)  # [b*n, t] -> [b, n, t]
+        att_mix = torch.bmm(self.mix_t[start:stop], att)  # [b, m, n] @ [b, n, t] -> [b, m, t]
+        return self._finish(att, tdot, att_mix, ts, text_dim=1).T  # [b, t] -> [t, b]
+
+    @torch.no_grad()
+    def score(self, text: TextFeatures, chunk_size: int = 256, video_chunk_size: int | None = None) -> torch.Tensor:
+        """All pairs: [T, V] scores in blocks of ``chunk_size`` texts x ``video_chunk_size`` videos.
+
+        ``video_chunk_size=None`` means blocks of ``VIDEO_BLOCK`` (128) videos.
+        """
+        num_texts = len(text)
+        step = max(int(chunk_size), 1)
+        vstep = max(int(video_chunk_size or VIDEO_BLOCK), 1)
+        out = torch.empty(num_texts, self.num_videos, dtype=self.keys.dtype, device=self.keys.device)
+        for ts in range(0, num_texts, step):
+            part = text[ts : ts + step]
+            for vs in range(0, self.num_videos, vstep):
+                out[ts : ts + step, vs : vs + vstep] = self.score_block(part, vs, vs + vstep)
+        return out
+
+    @torch.no_grad()
+    def score_candidates(self, text: TextFeatures, candidates: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
+        """Scores [T, k] of the pairs (t, candidates[t, i]) only, gathering the per-video tensors.
+
+        Same formulas (``_finish``) and per-video tensors as :meth:`score`; the two text-frame
+        contractions run as batched products over the gathered frames, so a score agrees with
+        :meth:`score` to the float32 rounding of those dot products (about 1e-7), not bitwise.
+        """
+        num_texts, k = candidates.shape
+        out = torch.empty(num_texts, k, dtype=self.keys.dtype, device=self.keys.device)
+        step = max(int(chunk_size), 1)
+        for start in range(0, num_texts, step):
+            ts = self._text_state(text[start : start + step])
+            idx = candidates[start : start + step].to(self.keys.device)  # [t, k]
+            dots = torch.einsum("td,tknd->tnk", ts.query, self.keys[idx])  # gathered [t, k, n, d] -> [t, n, k]
+            att = (dots * self.scale).softmax(dim=1).to(self.acc)  # [t, n, k]: softmax over frames
+            tdot = torch.einsum("td,tknd->tnk", ts.target, self.frames_g[idx]).to(self.acc)  # [t, n, k]
+            att_mix = torch.einsum("tnk,tkmn->tmk", att, self.mix_t[idx])  # gathered [t, k, m, n] -> [t, m, k]
+            out[start : start + step] = self._finish(att, tdot, att_mix, ts, text_dim=0)  # [t, k]
+        return out
