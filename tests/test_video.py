@@ -89,14 +89,21 @@ def test_one_frame_segments_and_one_frame_video(tmp_path, clip24, backend: str) 
     assert probe_video(one, backend=backend) == 1
 
 
-def test_backends_agree_on_colour_video(tmp_path) -> None:
+def test_backends_agree_on_colour_video(tmp_path, monkeypatch) -> None:
     if "decord" not in available_backends():
         pytest.skip("decord missing")
+    import lsdo.data.video as video
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("decord failed and fell back to PyAV")
+
+    monkeypatch.setattr(video, "_av_sample", no_fallback)  # the decord numbers must come from decord
     yy, xx = np.mgrid[0:H, 0:W]
     frames = np.stack([np.stack([(4 * xx + 8 * i) % 256, 5 * yy, np.full_like(xx, 16 * i)], -1) for i in range(16)])
     path = tmp_path / "colour.mp4"
     write_video(path, frames.astype(np.uint8))
     a = sample_frames(path, 7, "uniform", backend="decord").int()
+    monkeypatch.undo()
     b = sample_frames(path, 7, "uniform", backend="pyav").int()
     assert (a - b).abs().max() <= 2
     # And both are close to what was written (lossy H.264 at crf 12).

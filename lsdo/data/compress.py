@@ -126,7 +126,7 @@ def compress_video(
                                     prev_scaled = scaled(prev)
                                 emit(prev_scaled)
                         prev, prev_scaled, prev_t = frame, cur_scaled, t
-                except av.FFmpegError as exc:
+                except av.error.FFmpegError as exc:
                     of = f" of {stream.frames}" if stream.frames else ""
                     raise VideoDecodeError(f"{src}: undecodable frame {decoded}{of} ({_reason(exc)})") from exc
                 if prev is None:

@@ -92,7 +92,7 @@ def _av_open(path: Path) -> tuple[Any, Any]:
 
     try:
         container = av.open(str(path), mode="r")
-    except av.FFmpegError as exc:
+    except av.error.FFmpegError as exc:
         raise VideoDecodeError(f"{path}: not a readable video ({_reason(exc)})") from exc
     if not container.streams.video:
         container.close()
@@ -119,7 +119,7 @@ def _av_demux(container: Any, stream: Any, path: Path) -> tuple[list[Any], int]:
             if pkt.is_keyframe:
                 last_key = len(packets)
             packets.append(pkt)
-    except av.FFmpegError as exc:
+    except av.error.FFmpegError as exc:
         raise VideoDecodeError(
             f"{path}: corrupt container after {len(packets)} video packets ({_reason(exc)})"
         ) from exc
@@ -161,7 +161,7 @@ def _av_sample(path: Path, pick: Callable[[int], np.ndarray], size: int | None) 
                         break
                 if k > last:
                     break
-        except av.FFmpegError as exc:
+        except av.error.FFmpegError as exc:
             of = max(total, int(stream.frames or 0))
             raise VideoDecodeError(f"{path}: undecodable frame {p} of {of} ({_reason(exc)})") from exc
     if k <= last:
@@ -191,7 +191,7 @@ def _av_probe(path: Path) -> int:
         try:
             for pkt in [*packets[last_key:], None]:
                 decoded += len(ctx.decode(pkt))
-        except av.FFmpegError as exc:
+        except av.error.FFmpegError as exc:
             raise VideoDecodeError(
                 f"{path}: undecodable frame near the end (decoding frames {last_key}-{total - 1} of {total}: "
                 f"{_reason(exc)})"
@@ -289,7 +289,8 @@ def sample_frames(
     ``rng``). Clips shorter than ``num_frames`` repeat frames. Only the sampled frames are
     decoded (plus what the codec needs to reach them). ``size`` resizes the short side on
     decode (None: native resolution). ``backend``: "auto" (decord if installed, else PyAV),
-    "decord" or "pyav".
+    "decord" (falls back to PyAV for a file decord fails on) or "pyav".
+    Raises DataNotFoundError (missing file) or VideoDecodeError (naming the file and the problem).
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")

@@ -1,0 +1,219 @@
+"""Data-loading throughput: 12-frame clips per second from 224-pixel mp4s, decoders side by side.
+
+    python bench/data_loading.py                     # 24 videos of 10 s at 30 fps, workers 0 and 2
+    python bench/data_loading.py --workers 0 4 8 --passes 3 --video-dir /tmp/bench_videos
+
+Loaders (each returns a uint8 [12, 3, H, W] clip of uniformly sampled frames, no transform):
+
+* ``decord``: ``lsdo.data.video.sample_frames`` (decord ``VideoReader(num_threads=1)`` +
+  ``get_batch``: one forward pass, seeking only past whole key-frame intervals);
+* ``cv2-seek``: what the authors' loader does (X-Pool style): ``cv2.VideoCapture``, then for
+  each index ``cap.set(cv2.CAP_PROP_POS_FRAMES, i); cap.read()`` and BGR -> RGB. Every seek
+  goes back to the previous key frame and decodes forward again. Needs ``opencv-python-headless``.
+  OpenCV decodes with one FFmpeg thread per CPU by default; ``cv2-seek-1t`` is the same loader
+  with one thread, as decord and PyAV use here;
+* ``pyav``: ``sample_frames(backend="pyav")``, the sequential fallback.
+
+Every loader runs through a ``torch.utils.data.DataLoader`` (batch 4) with each ``--workers``
+count; one warm-up pass, then ``--passes`` timed passes, the loaders taking turns pass by pass.
+The test videos are written once with ``write_video`` (H.264 crf 23; key frames at most
+``--keyint`` frames apart, x264's 250 by default) into ``--video-dir`` (a temporary folder by
+default) and reused when already there. On a shared machine, trust the CPU ms/clip column (0
+workers) more than clips/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lsdo.data.sampling import segment_indices
+from lsdo.data.video import available_backends, probe_video, sample_frames, write_video
+
+
+def make_videos(root: Path, count: int, seconds: float, fps: int, short_side: int, keyint: int) -> list[Path]:
+    """``count`` mp4s of moving shapes over a textured background (4:3, short side ``short_side``)."""
+    h, w = short_side, 2 * round(short_side * 4 / 3 / 2)
+    t_frames = round(seconds * fps)
+    paths = [root / f"bench_{short_side}p_{fps}fps_{seconds:g}s_k{keyint}_{i:03d}.mp4" for i in range(count)]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for i, path in enumerate(paths):
+        if path.is_file():
+            continue
+        rng = np.random.default_rng(i)
+        texture = rng.integers(-12, 13, (h, w, 3)).astype(np.float32)
+        colour = rng.uniform(40, 215, 3).astype(np.float32)
+        frames = np.empty((t_frames, h, w, 3), np.uint8)
+        for t in range(t_frames):
+            phase = t / fps
+            bg = 128 + 60 * np.sin(xx / 23 + 2 * phase)[..., None] * np.cos(yy / 31 - phase)[..., None]
+            img = bg + texture + rng.integers(-4, 5, (h, w, 3))
+            cx = (w / 2 + w / 3 * np.sin(phase * 1.3 + i)) % w
+            cy = (h / 2 + h / 3 * np.cos(phase * 0.9 + i)) % h
+            img[(np.abs(xx - cx) < w / 8) & (np.abs(yy - cy) < h / 8)] = colour
+            frames[t] = np.clip(img, 0, 255).astype(np.uint8)
+        write_video(path, frames, fps=fps, crf=23, keyint=keyint)
+    return paths
+
+
+def cv2_seek_clip(path: str, num_frames: int, threads: int | None = None) -> torch.Tensor:
+    """The authors' loader: one ``cap.set(POS_FRAMES, i); cap.read()`` per sampled frame.
+
+    ``threads``: FFmpeg decoding threads (None: OpenCV's default, one per CPU, as the authors).
+    """
+    import cv2
+
+    if threads is None:
+        cap = cv2.VideoCapture(path)
+    else:
+        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        frames = []
+        for i in segment_indices(total, num_frames, "uniform"):
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(i))
+            ok, frame = cap.read()
+            if not ok:
+                raise RuntimeError(f"{path}: cv2 could not read frame {i} of {total}")
+            frames.append(torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1))
+        return torch.stack(frames)
+    finally:
+        cap.release()
+
+
+class ClipDataset(Dataset):
+    def __init__(self, paths: list[Path], loader: str, num_frames: int) -> None:
+        self.paths, self.loader, self.num_frames = [str(p) for p in paths], loader, num_frames
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.loader == "cv2-seek":
+            return cv2_seek_clip(self.paths[i], self.num_frames)
+        if self.loader == "cv2-seek-1t":
+            return cv2_seek_clip(self.paths[i], self.num_frames, threads=1)
+        return sample_frames(self.paths[i], self.num_frames, "uniform", backend=self.loader)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def time_loaders(
+    paths: list[Path], loaders: list[str], workers: int, args: argparse.Namespace
+) -> dict[str, tuple[float, float]]:
+    """Per loader: (clips per second, CPU ms per clip in this process) over ``args.passes`` passes.
+
+    The loaders take turns pass by pass, so a load change on a shared machine hits them alike.
+    CPU time counts every thread of this process: meaningful with 0 workers only.
+    """
+    dls = {
+        loader: DataLoader(
+            ClipDataset(paths, loader, args.frames),
+            batch_size=args.batch,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
+        for loader in loaders
+    }
+    for dl in dls.values():  # warm-up: worker start, page cache, library initialisation
+        for _ in dl:
+            pass
+    wall, cpu, clips = dict.fromkeys(loaders, 0.0), dict.fromkeys(loaders, 0.0), dict.fromkeys(loaders, 0)
+    for _ in range(args.passes):
+        for loader, dl in dls.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            for batch in dl:
+                clips[loader] += batch.shape[0]
+            wall[loader] += time.perf_counter() - t0
+            cpu[loader] += time.process_time() - c0
+    return {k: (clips[k] / wall[k], 1000 * cpu[k] / clips[k]) for k in loaders}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--videos", type=int, default=24)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--short-side", type=int, default=224)
+    p.add_argument("--frames", type=int, default=12, help="frames per clip")
+    p.add_argument("--keyint", type=int, default=250, help="longest key-frame interval (x264's default: 250)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--passes", type=int, default=2, help="timed passes over the videos")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--loaders", nargs="+", default=["decord", "pyav", "cv2-seek", "cv2-seek-1t"])
+    p.add_argument("--video-dir", type=Path, default=None, help="where the test videos are written / reused")
+    args = p.parse_args()
+
+    loaders = []
+    for name in args.loaders:
+        have = importlib_ok("cv2") if name.startswith("cv2") else name in available_backends()
+        if have:
+            loaders.append(name)
+        else:
+            hint = " (pip install opencv-python-headless)" if name.startswith("cv2") else ""
+            print(f"skipping {name}: not installed{hint}")
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory(prefix="lsdo_bench_") as tmp:
+        root = args.video_dir or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        paths = make_videos(root, args.videos, args.seconds, args.fps, args.short_side, args.keyint)
+        made = time.perf_counter() - t0
+        frames = probe_video(paths[0])
+        size_mb = sum(p.stat().st_size for p in paths) / 2**20
+        print(
+            f"{len(paths)} videos, {frames} frames each ({args.seconds:g} s at {args.fps} fps, key frames "
+            f"<= {args.keyint} apart), "
+            f"{args.short_side}-pixel short side, {size_mb:.1f} MiB in all ({made:.1f} s to prepare) in {root}"
+        )
+        versions = {"torch": torch.__version__}
+        for mod in ("decord", "av", "cv2"):
+            if importlib_ok(mod):
+                versions[mod] = __import__(mod).__version__
+        print(
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+            + ", ".join(f"{k} {v}" for k, v in versions.items())
+        )
+        print(f"{args.frames}-frame clips, uniform sampling, batch {args.batch}, {args.passes} timed passes\n")
+
+        rows = {}
+        for workers in args.workers:
+            for loader, result in time_loaders(paths, loaders, workers, args).items():
+                rows[(loader, workers)] = result
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    header = f"| {'loader':<11} | workers | clips/s | vs cv2-seek | CPU ms/clip |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for (loader, workers), (rate, cpu_ms) in rows.items():
+        ref = rows.get(("cv2-seek", workers))
+        ratio = f"{rate / ref[0]:.2f}x" if ref else "-"
+        cpu = f"{cpu_ms:.0f}" if workers == 0 else "-"
+        print(f"| {loader:<11} | {workers:>7} | {rate:>7.1f} | {ratio:>11} | {cpu:>11} |")
+    for workers in args.workers:
+        if ("decord", workers) in rows and ("cv2-seek", workers) in rows:
+            ratio = rows[("decord", workers)][0] / rows[("cv2-seek", workers)][0]
+            print(f"decord / cv2-seek with {workers} workers: {ratio:.2f}x")
+    print(f"(1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs)")
+
+
+def importlib_ok(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    main()
