@@ -154,3 +154,8 @@ def dual_softmax(sims: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
     finite = torch.isfinite(sims)
     weights = (sims / temperature).softmax(dim=0)  # [T, V]: softmax over texts, per video
     return torch.where(finite, sims * weights, torch.full_like(sims, float("-inf")))
+
+# The persistent index (lsdo.retrieval.index) is part of the public API: lsdo.retrieval.VideoIndex.
+from lsdo.retrieval.index import VideoIndex, model_fingerprint  # noqa: E402
+
+__all__ += ["VideoIndex", "model_fingerprint"]

@@ -19,24 +19,30 @@ Derivation, impl=paper (``XPool``, eval mode). For text t and video b with frame
     |z|^2  = att^T (Ag Ag^T) att / sigma^2 + 2 att^T (Ag beta) / sigma + |beta|^2,   Ag_j = g * A_j
     score  = t . z / (max(|t|, 1e-12) max(|z|, 1e-12))           (F.normalize's clamp)
 
-impl=official (``OfficialXPool``): ``out`` and ``c`` as above (U from W_out W_v), then
-a = LN2(out) = g2 * c / sigma2 + beta2 and y = a + linear_proj(a) = (I + P) a + b_p. With
-R_j = (I + P)(g2 * A_j) and r0 = (I + P) beta2 + b_p:
+impl=official (``OfficialXPool``): ``out``, ``c`` and A as above (U from W_out W_v), then
+a = LN2(out) = g2 * c / sigma2 + beta2 with sigma2 = sqrt(att^T (A A^T) att / d + eps2), and
+y = a + linear_proj(a) = (I + P) a + b_p. With R_j = (I + P)(g2 * A_j), r0 = (I + P) beta2 + b_p
+(both per video / once), Rc_j, a0 their centred versions and Rg_j = g3 * Rc_j:
 
-    y - mean(y) = s sum_j att_j Rc_j + r0c,    s = 1 / sigma2,  Rc_j / r0c centred
+    y - mean(y) = s sum_j att_j Rc_j + a0,                        s = 1 / sigma2
+    var3   = (s^2 att^T (Rc Rc^T) att + 2 s att^T (Rc a0) + |a0|^2) / d,   sigma3 = sqrt(var3 + eps3)
+    t . z  = (s att^T (Rg t) + (g3 * a0) . t) / sigma3 + beta3 . t
+    |z|^2  = (s^2 att^T (Rg Rg^T) att + 2 s att^T (Rg (g3 * a0)) + |g3 * a0|^2) / sigma3^2
+             + 2 (s att^T (Rg beta3) + (g3 * a0) . beta3) / sigma3 + |beta3|^2
 
-so LN3 is the same computation as LN_out above with the centred vector s C + a0 (C = sum att Rc,
-a0 = r0c) in place of c: its variance and |z|^2 pick up the cross terms att^T (Rc a0),
-att^T (Rg (g3 * a0)), att^T (Rg beta3) and the constants |a0|^2, |g3 a0|^2, (g3 a0) . beta3.
 Dropout is the identity in eval mode (a module in training mode with active dropout is refused).
+Per video the n x n Grams and n-vectors are stacked into one [n, m] matrix ``mix`` so a single
+batched product att^T mix gives every quadratic and linear form of a pair.
 
-Numerics: the logits, the softmax and the two text-frame contractions run in float32 exactly as
-in the naive path (same modules for q and k); the per-video tensors (U, A, R) are computed in
-float64 from the float32 LayerNormed frames, the Gram matrices and every quadratic/linear form
-in the attention weights, sigma and the final cosine are accumulated in float64 (``accum_dtype``)
-and the scores cast back to float32. The quadratic forms subtract nothing large from anything
-large except in |z|^2 where all terms are squares or small cross terms, so float64 leaves the
-float32 rounding of the naive path as the only difference (about 1e-7).
+Numerics: the logits, the softmax and the two text-frame contractions run in float32 as in the
+naive path (the same modules give q and k). The per-video tensors (U, A, R, with W_o W_v composed)
+are computed in float64 from the float32 LayerNormed frames, and the Gram matrices, every
+quadratic / linear form in the attention weights, sigma and the final cosine are accumulated in
+float64 (``accum_dtype``); the scores are cast back to float32. The variance and |z|^2 are
+quadratic forms of PSD Grams (sums of squares) plus cross terms, so float64 keeps their rounding
+far below float32's and the naive path's own float32 rounding (about 1e-7) is the difference
+left: max |fast - naive| is ~1e-7 at 1000 x 1000 pairs (bench/eval_speed.py), and in the tests the
+fast scores sit within 1e-6 of a float64 naive evaluation.
 
 Cost: per video O(n d^2) once; per pair 2 n d (two [b n, d] x [d, t] matmuls per block of t
 texts and b videos) plus O(n m) with m = 2n + 1 (paper) or 3n + 3 (official) per-video columns;
@@ -57,16 +63,16 @@ from lsdo.model.xpool import XPool
 
 NORMALIZE_EPS = 1e-12  # F.normalize's default clamp on the norm
 VIDEO_BLOCK = 128  # default videos per block: keeps a block's working set about cache-sized
+PAIR_BUDGET = 2048  # (text, candidate) pairs gathered at a time by score_candidates: 2 x [pairs, n, d] floats
 
 
 def _affine(norm: nn.LayerNorm, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """LayerNorm gain and bias [d] in ``dtype`` (ones / zeros when the norm has no affine part)."""
+    """LayerNorm gain and bias [d] in ``dtype`` (ones / zeros where the norm has none)."""
     d = norm.normalized_shape[-1]
-    ref = next((p for p in norm.parameters()), None)
-    device = ref.device if ref is not None else None
-    g = norm.weight if norm.weight is not None else torch.ones(d, device=device)
-    b = norm.bias if norm.bias is not None else torch.zeros(d, device=device)
-    return g.detach().to(dtype), b.detach().to(dtype)
+    device = next((p.device for p in norm.parameters()), None)
+    g = norm.weight.detach() if norm.weight is not None else torch.ones(d, device=device)
+    b = norm.bias.detach() if norm.bias is not None else torch.zeros(d, device=device)
+    return g.to(dtype), b.to(dtype)
 
 
 def _linear(layer: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,9 +92,9 @@ class _TextState:
 
     query: torch.Tensor  # [t, d] float32: W_q LN(text.query) + b_q, the attention query
     target: torch.Tensor  # [t, d] float32: text.target, the text side of the cosine
-    norm: torch.Tensor  # [t, 1] accum: max(|target|, 1e-12)
-    dot_beta: torch.Tensor  # [t, 1] accum: target . beta (final LayerNorm bias)
-    dot_a0: torch.Tensor | None  # [t, 1] accum: target . (g * a0) (impl=official), else None
+    norm: torch.Tensor  # [t] accum: max(|target|, 1e-12)
+    dot_beta: torch.Tensor  # [t] accum: target . beta (final LayerNorm bias)
+    dot_a0: torch.Tensor | None  # [t] accum: target . (g * a0) (impl=official), else None
 
 
 class XPoolScorer:
@@ -192,23 +198,19 @@ class XPoolScorer:
         def per_text(x: torch.Tensor) -> torch.Tensor:
             return x.unsqueeze(1 - text_dim)  # [t] -> [1, t] (texts along Q) or [t, 1] (texts along P)
 
-        off = 0
-        s = None
-        if self.official:
-            q_pre = (att_mix[:, :n] * att).sum(dim=1)  # [P, Q]: |c|^2 before LN2
-            s = torch.rsqrt(q_pre / d + self.eps_pre)  # [P, Q]: 1 / sigma2
-            off = n
-        q_a = (att_mix[:, off : off + n] * att).sum(dim=1)  # [P, Q]: |sum att A|^2
-        q_h = (att_mix[:, off + n : off + 2 * n] * att).sum(dim=1)  # [P, Q]: |g * sum att A|^2
-        l_beta = att_mix[:, off + 2 * n]  # [P, Q]: (g * sum att A) . beta
+        grams = 3 if self.official else 2  # leading n x n blocks of mix: [G_pre,] G_A, H_A
+        p_, _, q_ = att.shape
+        quad = (att_mix[:, : grams * n].view(p_, grams, n, q_) * att.unsqueeze(1)).sum(dim=2)  # [P, grams, Q]
+        lin = att_mix[:, grams * n :]  # [P, m - grams n, Q]: the linear forms att^T (mix column)
         t_lin = (att * tdot).sum(dim=1)  # [P, Q]: (g * sum att A) . target
-        if s is None:
+        q_a, q_h, l_beta = quad[:, -2], quad[:, -1], lin[:, 0]  # |sum att A|^2, |g * sum att A|^2, (..) . beta
+        if not self.official:
             sigma = torch.sqrt(q_a / d + self.eps)  # [P, Q]
             num = t_lin / sigma + per_text(ts.dot_beta)
             zz = q_h / sigma**2 + 2 * l_beta / sigma + self.beta_sq
         else:
-            l_a0 = att_mix[:, off + 2 * n + 1]  # [P, Q]: (sum att A) . a0
-            l_ga0 = att_mix[:, off + 2 * n + 2]  # [P, Q]: (g * sum att A) . (g * a0)
+            s = torch.rsqrt(quad[:, 0] / d + self.eps_pre)  # [P, Q]: 1 / sigma2 (LN2)
+            l_a0, l_ga0 = lin[:, 1], lin[:, 2]  # (sum att A) . a0, (g * sum att A) . (g * a0)
             sigma = torch.sqrt((s * s * q_a + 2 * s * l_a0 + self.a0_sq) / d + self.eps)  # [P, Q]
             num = (s * t_lin + per_text(ts.dot_a0)) / sigma + per_text(ts.dot_beta)
             zz = (s * s * q_h + 2 * s * l_ga0 + self.ga0_sq) / sigma**2 + 2 * (s * l_beta + self.ga0_beta) / sigma
@@ -259,10 +261,12 @@ class XPoolScorer:
         Same formulas (``_finish``) and per-video tensors as :meth:`score`; the two text-frame
         contractions run as batched products over the gathered frames, so a score agrees with
         :meth:`score` to the float32 rounding of those dot products (about 1e-7), not bitwise.
+        Texts go ``chunk_size`` at a time, fewer when needed to keep at most ``PAIR_BUDGET``
+        gathered pairs (two [pairs, n, d] tensors) in memory.
         """
         num_texts, k = candidates.shape
         out = torch.empty(num_texts, k, dtype=self.keys.dtype, device=self.keys.device)
-        step = max(int(chunk_size), 1)
+        step = max(min(int(chunk_size), PAIR_BUDGET // max(k, 1)), 1)
         for start in range(0, num_texts, step):
             ts = self._text_state(text[start : start + step])
             idx = candidates[start : start + step].to(self.keys.device)  # [t, k]

@@ -1,0 +1,572 @@
+"""Command-line tools over :class:`~lsdo.retrieval.index.VideoIndex`: ``lsdo-index`` and ``lsdo-search``.
+
+::
+
+    lsdo-index build ckpt=PATH videos=DIR out=INDEX [num_frames=12] [batch_size=16] [fp16=true]
+                     [ext=.mp4,.avi,...] [workers=0] [shard_size=256] [device=auto] [overwrite=false]
+    lsdo-index info index=INDEX
+    lsdo-search index=INDEX ckpt=PATH "a man sings into a microphone" ["another query" ...]
+                [--topk 10 | topk=10] [prefilter_k=K]
+
+``build`` indexes every file under DIR (recursively) whose extension is in ``ext``; a video's id
+is its path relative to DIR without the extension, with ``/`` separators. The model is rebuilt
+from the checkpoint alone; each video is decoded (``num_frames`` uniformly sampled frames, the
+test transform at the encoder's resolution) and encoded with ``model.encode_video`` in batches,
+without autograd. Files that cannot be decoded (zero bytes, not a video, corrupt) are reported,
+skipped, and listed in ``INDEX/skipped.txt``.
+
+Resumable: videos are encoded in shards of ``shard_size`` files (the sorted file list, cut in
+order); each finished shard is written to ``INDEX/.partial/shard_XXXX.safetensors`` + ``.json``
+(its ids, the files' sizes and modification times, its skipped files). A rerun with the same
+settings reuses every shard whose files are unchanged and encodes only the rest, so an
+interrupted build (killed, Ctrl-C) loses at most the shard in progress, and because the
+remaining files are cut into the same shards as in an uninterrupted run the final index is the
+same. At the end the shards are consolidated (ids sorted) into the index and ``.partial`` is
+removed. Partial results made with other settings (checkpoint, num_frames, fp16) are discarded.
+
+``lsdo-search`` needs the checkpoint the index was built with (text encoder and X-Pool); another
+one is a one-line error. Without ``prefilter_k`` every video is scored exactly (the full
+protocol); with it the mean-pool prefilter keeps K videos per query for exact re-ranking.
+Both tools report user errors as one line ``error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from lsdo.cli import run_plain
+from lsdo.errors import LSDOUserError
+from lsdo.model.lsdo_model import LSDOModel
+from lsdo.retrieval.index import META_FILE, VideoIndex, model_fingerprint
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+PARTIAL_DIR = ".partial"
+SKIPPED_FILE = "skipped.txt"
+SHARD_RE = re.compile(r"shard_(\d{4,})\.json")
+
+INDEX_KEYS = {
+    "ckpt": "training checkpoint (.ckpt) whose model encodes the videos",
+    "videos": "folder searched recursively for videos",
+    "out": "index directory to write (features.safetensors + index.json)",
+    "num_frames": "frames sampled uniformly per video (default 12)",
+    "batch_size": "videos encoded at a time (default 16)",
+    "fp16": "store features as float16 (default false: float32)",
+    "ext": f"comma-separated video extensions (default {','.join(VIDEO_EXTS)})",
+    "workers": "decoding worker processes (default 0: decode in the main process)",
+    "shard_size": "videos per resumable shard (default 256)",
+    "device": "auto | cpu | cuda (default auto)",
+    "overwrite": "replace an existing complete index at out= (default false)",
+}
+INFO_KEYS = {"index": "index directory"}
+SEARCH_KEYS = {
+    "index": "index directory written by lsdo-index build",
+    "ckpt": "the checkpoint the index was built with",
+    "topk": "results per query (default 10)",
+    "prefilter_k": "mean-pool prefilter: re-rank only K videos per query (default: score every video)",
+    "device": "auto | cpu | cuda (default cpu)",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# argument parsing (key=value and --key value)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Help(Exception):
+    """-h / --help was given."""
+
+
+def parse_args(argv: list[str], keys: dict[str, str], positional: bool = False) -> tuple[dict[str, str], list[str]]:
+    """``key=value``, ``--key value`` and ``--key=value`` tokens -> (options, positional texts).
+
+    With ``positional``, any other token (a query) is returned in order; a token that looks like
+    ``word=value`` (no spaces) with an unknown key is still an error (a typo), unless after ``--``.
+    """
+    opts: dict[str, str] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        i += 1
+        if tok == "--" and positional:
+            rest += argv[i:]
+            break
+        if tok in ("-h", "--help"):
+            raise _Help
+        if tok.startswith("--"):
+            key, eq, value = tok[2:].partition("=")
+            key = key.replace("-", "_")
+            if key not in keys:
+                raise LSDOUserError(f"unknown option --{key}; options: {', '.join(keys)}")
+            if not eq:
+                if i >= len(argv):
+                    raise LSDOUserError(f"--{key} needs a value")
+                value, i = argv[i], i + 1
+            opts[key] = value
+            continue
+        key, eq, value = tok.partition("=")
+        if eq and key in keys:
+            opts[key] = value
+        elif eq and re.fullmatch(r"[A-Za-z_][\w.]*", key) and " " not in tok:
+            raise LSDOUserError(f"unknown argument {key!r}; keys: {', '.join(keys)}")
+        elif positional:
+            rest.append(tok)
+        else:
+            raise LSDOUserError(f"expected key=value, got {tok!r}; keys: {', '.join(keys)}")
+    return opts, rest
+
+
+def _usage(prog: str, keys: dict[str, str], tail: str = "") -> str:
+    width = max(len(k) for k in keys)
+    lines = [f"usage: {prog} " + " ".join(f"{k}=..." for k in keys) + tail, ""]
+    return "\n".join(lines + [f"  {k.ljust(width)}  {v}" for k, v in keys.items()])
+
+
+def _required(opts: dict[str, str], *keys: str) -> None:
+    missing = [k for k in keys if not opts.get(k)]
+    if missing:
+        raise LSDOUserError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}")
+
+
+def _int(opts: dict[str, str], key: str, default: int | None, minimum: int = 1) -> int | None:
+    if key not in opts or opts[key].lower() in ("", "none", "null"):
+        return default
+    try:
+        value = int(opts[key])
+    except ValueError:
+        raise LSDOUserError(f"{key}: expected an integer, got {opts[key]!r}") from None
+    if value < minimum:
+        raise LSDOUserError(f"{key}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(opts: dict[str, str], key: str, default: bool) -> bool:
+    if key not in opts:
+        return default
+    value = opts[key].strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise LSDOUserError(f"{key}: expected true or false, got {opts[key]!r}")
+
+
+def _device(name: str) -> torch.device:
+    name = name.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LSDOUserError(f"device={name} but no CUDA GPU is available; use device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise LSDOUserError(f"device: expected auto, cpu or cuda, got {name!r}") from None
+
+
+def _extensions(text: str) -> tuple[str, ...]:
+    """``".mp4,avi"`` -> (".mp4", ".avi"); empty -> VIDEO_EXTS."""
+    names = [x.strip().lower() for x in text.split(",") if x.strip()]
+    return tuple(x if x.startswith(".") else f".{x}" for x in names) or VIDEO_EXTS
+
+
+def load_model(ckpt: str, device: torch.device | str = "cpu") -> tuple[LSDOModel, dict[str, Any]]:
+    """(model in eval mode, saved config) rebuilt from a training checkpoint alone."""
+    from lsdo.evaluate import load_checkpoint, rebuild
+
+    cfg, state_dict = load_checkpoint(ckpt)
+    model = rebuild(cfg, state_dict).model.eval().to(device)
+    return model, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# lsdo-index build
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """One file to index: its id (relative path without extension), path, relative path, size, mtime."""
+
+    id: str
+    path: Path
+    rel: str
+    size: int
+    mtime_ns: int
+
+    def stamp(self) -> list[Any]:
+        return [self.rel, self.size, self.mtime_ns]
+
+
+def discover(root: Path, exts: tuple[str, ...]) -> tuple[list[VideoFile], list[tuple[str, str]]]:
+    """Video files under ``root`` (recursive, sorted by id) and (relative path, reason) of duplicate ids."""
+    found: dict[str, VideoFile] = {}
+    dups: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # skips an index's .partial
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if path.suffix.lower() not in exts or not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            vid = rel[: -len(path.suffix)]
+            if vid in found:
+                dups.append((rel, f"same id {vid!r} as {found[vid].rel}"))
+                continue
+            st = path.stat()
+            found[vid] = VideoFile(vid, path, rel, st.st_size, st.st_mtime_ns)
+    return [found[k] for k in sorted(found)], dups
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Decodes one file: (position, frames [n, 3, S, S] or None, reason or None)."""
+
+    def __init__(self, files: list[VideoFile], num_frames: int, image_size: int) -> None:
+        from lsdo.data.transforms import build_transform
+
+        self.files, self.num_frames = files, num_frames
+        self.transform = build_transform(image_size, train=False)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        from lsdo.data.video import sample_frames
+
+        f = self.files[i]
+        try:
+            frames = self.transform(sample_frames(f.path, self.num_frames, mode="uniform"))
+        except Exception as exc:  # VideoDecodeError, DataNotFoundError, odd streams
+            reason = str(exc).strip() or type(exc).__name__
+            prefix = f"{f.path}: "
+            reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
+            return i, None, reason.splitlines()[0][:300]
+        return i, frames, None
+
+
+def _decoded_stream(files: list[VideoFile], num_frames: int, image_size: int, workers: int) -> Iterator[tuple]:
+    data = _Decoded(files, num_frames, image_size)
+    if workers <= 0:
+        return (data[i] for i in range(len(data)))
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers)
+    return iter(loader)
+
+
+def _atomic_json(path: Path, doc: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Done:
+    """What the partial shards hold: id -> (shard file, row) and id -> skip reason."""
+
+    rows: dict[str, tuple[Path, int]]
+    skipped: dict[str, tuple[str, str]]
+    next_shard: int
+
+
+def _load_partial(partial: Path, settings: dict[str, Any], files: dict[str, VideoFile]) -> _Done:
+    """Reusable shards of an interrupted build (with the same settings and unchanged files)."""
+    done = _Done({}, {}, 0)
+    if not partial.is_dir():
+        return done
+    shards = sorted(
+        (int(m.group(1)), p) for p in partial.iterdir() if (m := SHARD_RE.fullmatch(p.name)) and p.is_file()
+    )
+    for number, meta_path in shards:
+        done.next_shard = max(done.next_shard, number + 1)
+        try:
+            doc = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            log.warning("ignoring unreadable partial shard %s", meta_path)
+            continue
+        if doc.get("settings") != settings:
+            log.warning("partial results in %s were made with other settings; starting over", partial)
+            shutil.rmtree(partial)
+            return _Done({}, {}, 0)
+        tensors = meta_path.with_suffix(".safetensors")
+        if doc.get("ids") and not tensors.is_file():
+            log.warning("ignoring partial shard %s (its features file is missing)", meta_path)
+            continue
+
+        def fresh(vid: str, stamp: list[Any]) -> bool:
+            f = files.get(vid)
+            return f is not None and f.stamp() == stamp
+
+        for row, (vid, stamp) in enumerate(zip(doc.get("ids", []), doc.get("stamps", []), strict=False)):
+            if fresh(vid, stamp):
+                done.rows[vid] = (tensors, row)
+                done.skipped.pop(vid, None)
+        for vid, stamp, reason in doc.get("skipped", []):
+            if fresh(vid, stamp):
+                done.skipped[vid] = (stamp[0], reason)
+                done.rows.pop(vid, None)
+    return done
+
+
+def _write_shard(
+    partial: Path, number: int, settings: dict[str, Any], feats: list[torch.Tensor], ids: list[VideoFile], skipped: list
+) -> None:
+    partial.mkdir(parents=True, exist_ok=True)
+    stem = partial / f"shard_{number:04d}"
+    if feats:
+        tmp = stem.with_name(stem.name + ".safetensors.tmp")
+        save_file({"features": torch.cat(feats).contiguous()}, str(tmp))
+        os.replace(tmp, stem.with_suffix(".safetensors"))
+    doc = {
+        "settings": settings,
+        "ids": [f.id for f in ids],
+        "stamps": [f.stamp() for f in ids],
+        "skipped": [[f.id, f.stamp(), reason] for f, reason in skipped],
+    }
+    _atomic_json(stem.with_suffix(".json"), doc)  # written last: marks the shard complete
+
+
+def _consolidate(done: _Done, ids: list[str]) -> torch.Tensor:
+    """Features [V, n, d] of ``ids`` (in that order) from the shards."""
+    cache: dict[Path, torch.Tensor] = {}
+    rows = []
+    for vid in ids:
+        path, row = done.rows[vid]
+        if path not in cache:
+            try:
+                cache[path] = load_file(str(path))["features"]
+            except Exception as exc:
+                raise LSDOUserError(
+                    f"out: partial shard {path} is unreadable ({type(exc).__name__}); delete it and rerun"
+                ) from None
+        rows.append(cache[path][row])
+    return torch.stack(rows)
+
+
+def build_index(opts: dict[str, str]) -> int:
+    """``lsdo-index build``: encode every video under ``videos=`` into the index ``out=``."""
+    _required(opts, "ckpt", "videos", "out")
+    num_frames = _int(opts, "num_frames", 12)
+    batch_size = _int(opts, "batch_size", 16)
+    shard_size = _int(opts, "shard_size", 256)
+    workers = _int(opts, "workers", 0, minimum=0)
+    fp16 = _bool(opts, "fp16", False)
+    overwrite = _bool(opts, "overwrite", False)
+    device = _device(opts.get("device", "auto"))
+    exts = _extensions(opts.get("ext", ""))
+    root, out = Path(opts["videos"]), Path(opts["out"])
+    if not root.is_dir():
+        raise LSDOUserError(f"videos: {root} is not a directory")
+    if out.exists() and not out.is_dir():
+        raise LSDOUserError(f"out: {out} exists and is not a directory")
+    partial = out / PARTIAL_DIR
+    if (out / META_FILE).exists() and not partial.exists() and not overwrite:
+        raise LSDOUserError(f"out: {out} already holds an index; pass overwrite=true or choose another out=")
+
+    files, dups = discover(root, exts)
+    if not files:
+        raise LSDOUserError(f"videos: no video files ({', '.join(exts)}) under {root}")
+    from lsdo.model.encoder import image_size_of
+
+    model, cfg = load_model(opts["ckpt"], device)
+    image_size = image_size_of(OmegaConf.create(cfg["model"]))
+    dtype = torch.float16 if fp16 else torch.float32
+    settings = {
+        "fingerprint": model_fingerprint(model),
+        "num_frames": num_frames,
+        "image_size": image_size,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+    by_id = {f.id: f for f in files}
+    done = _load_partial(partial, settings, by_id)
+    todo = [f for f in files if f.id not in done.rows and f.id not in done.skipped]
+    if done.rows or done.skipped:
+        print(
+            f"resuming: {len(done.rows) + len(done.skipped)} of {len(files)} videos already processed in {partial}",
+            file=sys.stderr,
+        )
+    try:
+        _encode_all(
+            model, todo, partial, done.next_shard, settings, num_frames, image_size, batch_size, shard_size, workers
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: finished shards are kept in {partial}; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+    done = _load_partial(partial, settings, by_id)
+    skipped = [done.skipped[vid] for vid in sorted(done.skipped)] + dups  # (relative path, reason)
+    ids = sorted(done.rows)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped_path = out / SKIPPED_FILE
+    if skipped:
+        skipped_path.write_text("".join(f"{rel}\t{reason}\n" for rel, reason in skipped))
+    elif skipped_path.exists():
+        skipped_path.unlink()
+    if not ids:
+        raise LSDOUserError(
+            f"videos: none of the {len(files)} video files under {root} could be decoded (see {skipped_path})"
+        )
+    info = {
+        "ckpt": str(opts["ckpt"]),
+        "videos": str(root),
+        "num_frames": num_frames,
+        "image_size": image_size,
+        "sample": "uniform",
+        "skipped": len(skipped),
+    }
+    index = VideoIndex.build(model, _consolidate(done, ids), ids, dtype=dtype, config=cfg, info=info)
+    index.save(out)
+    shutil.rmtree(partial, ignore_errors=True)
+    line = f"indexed {len(ids)} videos, skipped {len(skipped)}"
+    print(line + (f" (unreadable; listed in {skipped_path})" if skipped else ""))
+    return 0
+
+
+@torch.no_grad()
+def _encode_all(
+    model: LSDOModel,
+    todo: list[VideoFile],
+    partial: Path,
+    first_shard: int,
+    settings: dict[str, Any],
+    num_frames: int,
+    image_size: int,
+    batch_size: int,
+    shard_size: int,
+    workers: int,
+) -> None:
+    """Decode and encode ``todo`` shard by shard (cut in order), writing each finished shard."""
+    if not todo:
+        return
+    device = next(model.parameters()).device
+    dtype = torch.float16 if settings["dtype"] == "float16" else torch.float32
+    stream = _decoded_stream(todo, num_frames, image_size, workers)
+    bar = tqdm(total=len(todo), unit="video", desc="encoding", file=sys.stderr, dynamic_ncols=True)
+    shard, feats, ok, skipped = first_shard, [], [], []
+    batch: list[tuple[VideoFile, torch.Tensor]] = []
+
+    def flush_batch() -> None:
+        if batch:
+            frames = torch.stack([fr for _, fr in batch]).to(device)  # [B, n, 3, S, S]
+            feats.append(model.encode_video(frames).to("cpu", dtype))  # [B, n, d]
+            ok.extend(f for f, _ in batch)
+            batch.clear()
+
+    try:
+        for count, (i, frames, reason) in enumerate(stream, start=1):
+            f = todo[i]
+            if frames is None:
+                skipped.append((f, reason))
+                bar.write(f"skipped {f.rel}: {reason}", file=sys.stderr)
+            else:
+                batch.append((f, frames))
+                if len(batch) == batch_size:
+                    flush_batch()
+            bar.update(1)
+            if count % shard_size == 0 or count == len(todo):  # a shard = shard_size consecutive files
+                flush_batch()
+                _write_shard(partial, shard, settings, feats, ok, skipped)
+                shard, feats, ok, skipped = shard + 1, [], [], []
+    finally:
+        bar.close()
+
+
+def index_info(opts: dict[str, str]) -> int:
+    """``lsdo-index info``: print an index's metadata."""
+    _required(opts, "index")
+    index = VideoIndex.load(opts["index"], mmap=True)
+    meta = {k: v for k, v in index.meta.items()}
+    print(repr(index))
+    print(json.dumps(meta, indent=1))
+    return 0
+
+
+def _index(argv: list[str]) -> int:
+    commands = {"build": (INDEX_KEYS, build_index), "info": (INFO_KEYS, index_info)}
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage("lsdo-index build", INDEX_KEYS) + "\n\n" + _usage("lsdo-index info", INFO_KEYS))
+        return 0 if argv else 2
+    if argv[0] not in commands:
+        raise LSDOUserError(f"unknown command {argv[0]!r}: use lsdo-index build ... or lsdo-index info index=...")
+    keys, fn = commands[argv[0]]
+    try:
+        opts, _ = parse_args(argv[1:], keys)
+    except _Help:
+        print(_usage(f"lsdo-index {argv[0]}", keys))
+        return 0
+    return fn(opts)
+
+
+def index_main(argv: list[str] | None = None) -> int:
+    """Console entry point ``lsdo-index``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return run_plain(lambda: _index(args))
+
+
+# ---------------------------------------------------------------------------------------------
+# lsdo-search
+# ---------------------------------------------------------------------------------------------
+
+
+def _search(argv: list[str]) -> int:
+    try:
+        opts, queries = parse_args(argv, SEARCH_KEYS, positional=True)
+    except _Help:
+        print(_usage("lsdo-search", SEARCH_KEYS, ' "query" ["query" ...]'))
+        return 0
+    _required(opts, "index", "ckpt")
+    if not queries:
+        raise LSDOUserError('give at least one query, e.g. lsdo-search index=... ckpt=... "a man sings"')
+    topk = _int(opts, "topk", 10)
+    prefilter_k = _int(opts, "prefilter_k", None)
+    index = VideoIndex.load(opts["index"], mmap=True)
+    model, _ = load_model(opts["ckpt"], _device(opts.get("device", "cpu")))
+    index.check_model(model, name=f"checkpoint {opts['ckpt']}")
+    scores, found = index.search(model, queries, topk=topk, prefilter_k=prefilter_k, check_model=False)
+    if prefilter_k is None or prefilter_k >= len(index):
+        protocol = f"exact X-Pool over all {len(index)} videos"
+    else:
+        protocol = f"prefilter k={prefilter_k} of {len(index)} videos, exact re-ranking"
+    blocks = []
+    for query, row_s, row_i in zip(queries, scores.tolist(), found.tolist(), strict=True):
+        lines = [f"query: {query}  ({protocol})"]
+        lines += [
+            f"{rank:>4}  {s:.4f}  {index.ids[i]}" for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True), start=1)
+        ]
+        blocks.append("\n".join(lines))
+    print("\n\n".join(blocks))
+    return 0
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    """Console entry point ``lsdo-search``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return run_plain(lambda: _search(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lsdo.retrieval.search_cli index ...`` / ``... search ...``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args and args[0] == "index":
+        return index_main(args[1:])
+    if args and args[0] == "search":
+        return search_main(args[1:])
+    print("usage: python -m lsdo.retrieval.search_cli index build|info ... | search ...", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
