@@ -20,7 +20,7 @@ from lsdo.model.video_lsdo import write_bank_file
 from lsdo.train import run
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
-CASES = [("paper", v) for v in ("baseline", "shared", "average", "single")] + [
+CASES = [("paper", v) for v in ("baseline", "shared", "average", "single", "regions")] + [
     ("official", "average"),
     ("official", "shared"),
 ]

@@ -17,8 +17,19 @@ Two departures from the literal equations, both forced by degeneracies:
    over the frames (and keys): f_p keeps the scale of a LayerNorm output on average, while
    frames with larger attention receive proportionally more LSDO feature.
 
-``last_frame_weights`` keeps the per-frame weights a.mean(-1) [B, n] (summing to 1 over the
-frames) of the latest call, for plots like the paper's Fig. 8.
+Key mask (optional, ``variant=regions``): ``key_mask`` [B|1, r] bool marks the valid keys. Masked
+keys get zero weight, their values are ignored (even non-finite ones), and the rescaling uses the
+number of valid keys r_b of each video instead of r:
+
+    f_p = sum_{r valid} (n / r_b) a[:, i, r] Norm(v_s W'_o)[r]          [B, n, d]
+
+so a masked key changes nothing and the result equals the call without those keys. A video with
+r_b = 0 gets f_p = 0 and per-frame weights 0. The softmax over the frames is untouched: every
+frame is a valid query, and each key column is normalised on its own. Without a mask the code path
+is the original one.
+
+The per-frame weights returned (and plotted like the paper's Fig. 8) are a.mean(-1) [B, n] (the
+mean over the valid keys with a mask), summing to 1 over the frames.
 """
 
 from __future__ import annotations
@@ -52,10 +63,20 @@ class FrameObjectAttention(nn.Module):
         logits = torch.einsum("bnd,brd->bnr", q, k.expand(q.shape[0], -1, -1)) * self.scale  # [B, n, r]
         return logits.softmax(dim=1)
 
-    def forward(self, f_v: torch.Tensor, f_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f'_v [B, n, d], f_s [B|1, r, d] -> (f_p [B, n, d], per-frame weights [B, n])."""
+    def forward(
+        self, f_v: torch.Tensor, f_s: torch.Tensor, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """f'_v [B, n, d], f_s [B|1, r, d], key_mask [B|1, r] bool or None -> (f_p [B, n, d], weights [B, n])."""
         a = self.attention(f_v, f_s)  # [B, n, r]
         n, r = a.shape[1], a.shape[2]
         value = self.norm_out(self.out(self.v(self.norm_lsdo(f_s))))  # [B|1, r, d]: Eq. 10 then Norm(. W'_o)
-        f_p = torch.einsum("bnr,brd->bnd", a * (n / r), value.expand(a.shape[0], -1, -1))  # [B, n, d]
-        return f_p, a.mean(dim=-1)
+        value = value.expand(a.shape[0], -1, -1)  # [B, r, d]
+        if key_mask is None:
+            f_p = torch.einsum("bnr,brd->bnd", a * (n / r), value)  # [B, n, d]
+            return f_p, a.mean(dim=-1)
+        valid = key_mask.to(torch.bool).expand(a.shape[0], -1)  # [B, r]
+        a = torch.where(valid.unsqueeze(1), a, torch.zeros((), dtype=a.dtype, device=a.device))  # [B, n, r]
+        value = torch.where(valid.unsqueeze(-1), value, torch.zeros((), dtype=value.dtype, device=value.device))
+        count = valid.sum(dim=-1).clamp_min(1).to(a.dtype)  # [B]: r_b, the valid keys per video
+        f_p = torch.einsum("bnr,brd->bnd", a * (n / count)[:, None, None], value)  # [B, n, d]
+        return f_p, a.sum(dim=-1) / count[:, None]

@@ -10,6 +10,10 @@ Public API (a contract)::
 
 ``encode_video`` is text-independent, so a collection of videos can be encoded once and
 searched with any text; only X-Pool (``similarity``) looks at both.
+
+``variant=regions`` (:mod:`lsdo.model.region_lsdo`) computes f_s from the frames themselves
+(inverse-attention region crops, re-encoded), so it runs through ``encode_video``;
+``video_from_features`` then needs the precomputed ``f_s`` and ``key_mask``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from lsdo.model.frame_lsdo import FrameObjectAttention
 from lsdo.model.frame_proj import build_frame_proj
 from lsdo.model.fusion import fuse
 from lsdo.model.official import OfficialFusion, OfficialSceneAttention, OfficialXPool
+from lsdo.model.region_lsdo import RegionLSDO
 from lsdo.model.text_lsdo import TextPrototypes
 from lsdo.model.video_lsdo import SharedLSDO, build_video_lsdo
 from lsdo.model.xpool import XPool, cosine_scores
@@ -161,12 +166,31 @@ class LSDOModel(nn.Module):
         """frames [B, n, 3, H, W] (CLIP-normalised) -> fused frame features f_m [B, n, d].
 
         With ``return_details`` also returns a dict with ``f_v``, ``f_s``, ``f_p`` and the
-        per-frame LSDO attention weights ``frame_weights`` [B, n] (Fig. 8).
+        per-frame LSDO attention weights ``frame_weights`` [B, n] (Fig. 8); ``variant=regions``
+        adds ``region_mask`` [B, n*k] bool (the key mask of f_s) and ``region_boxes``
+        [B, n, k, 4] int64 (x0, y0, x1, y1 frame pixels, zeros where masked).
         """
+        if isinstance(self.video_lsdo, RegionLSDO):
+            reg = self.video_lsdo(self.encoder, frames)  # f_v [B, n, d], f_s [B, n*k, d], mask [B, n*k]
+            out = self.video_from_features(reg.f_v, return_details, f_s=reg.f_s, key_mask=reg.mask)
+            if return_details:
+                out[1].update(region_mask=reg.mask, region_boxes=reg.boxes)
+            return out
         return self.video_from_features(self.encode_frames(frames), return_details)
 
-    def video_from_features(self, f_v: torch.Tensor, return_details: bool = False):
-        """The video branch after the image encoder: f_v [B, n, d] -> f_m [B, n, d]."""
+    def video_from_features(
+        self,
+        f_v: torch.Tensor,
+        return_details: bool = False,
+        *,
+        f_s: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ):
+        """The video branch after the image encoder: f_v [B, n, d] -> f_m [B, n, d].
+
+        ``f_s`` [B|1, r, d] (with its optional ``key_mask`` [B|1, r] bool) replaces the video-level
+        LSDO module's output; ``variant=regions`` requires it (see ``encode_video``).
+        """
         if self.impl == "official":
             f_s = self.video_lsdo(f_v) if self.video_lsdo is not None else f_v.mean(dim=1, keepdim=True)  # [B|1, r, d]
             f_p, weights = self.scene(f_v, f_s)
@@ -175,13 +199,25 @@ class LSDOModel(nn.Module):
             return (f_m, details) if return_details else f_m
 
         f_vp = self.frame_proj(f_v)  # Eq. 2: [B, n, d]
-        f_s = f_p = weights = None
+        f_p = weights = None
         if self.video_lsdo is not None:
-            f_s = self.video_lsdo(f_v)  # Eq. 4-7: [B|1, r, d]
+            if f_s is None:
+                if isinstance(self.video_lsdo, RegionLSDO):
+                    raise ValueError(
+                        "variant=regions computes f_s from the frames: call encode_video(frames), "
+                        "or pass f_s= and key_mask= (RegionLSDO's outputs)"
+                    )
+                f_s = self.video_lsdo(f_v)  # Eq. 4-7: [B|1, r, d]
             if self.frame_lsdo is not None:
-                f_p, weights = self.frame_lsdo(f_vp, f_s)  # Eq. 8-12: [B, n, d], [B, n]
-            else:
+                f_p, weights = self.frame_lsdo(f_vp, f_s, key_mask)  # Eq. 8-12: [B, n, d], [B, n]
+            elif key_mask is None:
                 f_p = self.video_norm(f_s).mean(dim=1, keepdim=True).expand_as(f_vp)  # [B, n, d]
+            else:  # mean over the valid keys only (zero for a video without any)
+                m = key_mask.to(f_s.dtype).unsqueeze(-1)  # [B|1, r, 1]
+                mean = (self.video_norm(f_s) * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp_min(1)
+                f_p = mean.expand_as(f_vp)  # [B|1, 1, d] -> [B, n, d]
+        else:
+            f_s = None
         f_m = fuse(f_vp if self.use_frame_features else None, f_p, self.alpha)  # Eq. 15
         details = {"f_v": f_v, "f_s": f_s, "f_p": f_p, "frame_weights": weights}
         return (f_m, details) if return_details else f_m

@@ -6,6 +6,10 @@ All modules map frame [CLS] features f_v [B, n, d] to f_s [B or 1, r, d]:
 * ``AverageLSDO`` (Eq. 5): f_s = mean_i Norm(FC(f_v^i)) -> [B, 1, d].
 * ``SingleLSDO``  (Eq. 6-7): f_sub = Norm(FC(f_v^k)) - f_s^average for the selected frame k,
   entries above the threshold theta set to 0 -> [B, 1, d].
+
+``variant=regions`` (:class:`lsdo.model.region_lsdo.RegionLSDO`, also built by
+:func:`build_video_lsdo`) is the exception: it needs the frames, not f_v, and maps
+frames [B, n, 3, H, W] to f_s [B, n*k, d] plus a key mask [B, n*k].
 """
 
 from __future__ import annotations
@@ -174,7 +178,7 @@ class SingleLSDO(nn.Module):
 
 
 def build_video_lsdo(variant, dim: int, trainable_bank: bool = True) -> nn.Module | None:
-    """The video-level LSDO module of ``variant.name`` (None for ``baseline``)."""
+    """The video-level LSDO module of ``variant.name`` (None for ``baseline``; RegionLSDO for ``regions``)."""
     name = variant.name
     if name == "baseline":
         return None
@@ -184,6 +188,10 @@ def build_video_lsdo(variant, dim: int, trainable_bank: bool = True) -> nn.Modul
         )
     if name == "average":
         return AverageLSDO(dim)
+    if name == "regions":
+        from lsdo.model.region_lsdo import build_region_lsdo
+
+        return build_region_lsdo(variant, dim)
     if name == "single":
         return SingleLSDO(
             dim,
@@ -193,4 +201,4 @@ def build_video_lsdo(variant, dim: int, trainable_bank: bool = True) -> nn.Modul
             num_segments=int(variant.num_segments),
             ste_temperature=float(variant.get("ste_temperature", 0.1)),
         )
-    raise ConfigError(f"variant.name: expected baseline | shared | average | single, got '{name}'")
+    raise ConfigError(f"variant.name: expected baseline | shared | average | single | regions, got '{name}'")
