@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 from lsdo.config import compose
 from lsdo.errors import LSDOUserError
@@ -444,3 +445,145 @@ def test_cli_as_subprocess(corpus: dict[str, Path], tmp_path: Path) -> None:
     assert len(found.stdout.strip().splitlines()) == 5
     bad = run("search", f"index={out}", f"ckpt={corpus['other']}", "a red circle")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: index")
+
+
+# ---------------------------------------------------------------------------------------------
+# region embeddings (training-free LAFM search over stored frame x region sets)
+# ---------------------------------------------------------------------------------------------
+
+SLOTS = 5  # 1 global + K=4 regions per frame
+
+
+@pytest.fixture(scope="module")
+def region_data(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """regions [V, N, SLOTS, D] L2-normalised (a few close to the texts' f_t) and mask [V, N, SLOTS] (global valid)."""
+    _, text, _ = data
+    gen = torch.Generator().manual_seed(3)
+    regions = torch.randn(V, N, SLOTS, D, generator=gen)
+    regions[torch.arange(T) * 7, 1, 2] += 3 * text.eos  # a planted region per text
+    mask = torch.rand(V, N, SLOTS, generator=gen) > 0.3
+    mask[..., 0] = True
+    mask[torch.arange(T) * 7, 1, 2] = True
+    return torch.nn.functional.normalize(regions, dim=-1), mask
+
+
+def _brute_regions(text_emb: torch.Tensor, regions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[T, V]: max over frames x valid slots of cos(text, member), written out directly."""
+    t = torch.nn.functional.normalize(text_emb.float(), dim=-1)
+    v = torch.nn.functional.normalize(regions.float(), dim=-1)
+    cos = torch.einsum("td,vnsd->tvns", t, v).masked_fill(~mask[None], float("-inf"))
+    return cos.flatten(2).max(dim=2).values
+
+
+def test_region_search_equals_brute_force(model: LSDOModel, data, region_data) -> None:
+    video, text, ids = data
+    regions, mask = region_data
+    index = VideoIndex.build(model, video, ids, regions=regions, region_mask=mask, region_info={"method": "grid"})
+    assert index.has_regions and index.meta["regions"] == {"method": "grid", "num_regions": SLOTS - 1}
+    sims = _brute_regions(text.eos, regions, mask)  # [T, V]
+    ref_s, ref_i = sims.sort(dim=1, descending=True, stable=True)
+    scores, found = index.search_regions(text.eos, topk=8, video_chunk=64)  # 5 chunks, the last partial
+    assert torch.equal(found, ref_i[:, :8]) and (found[:, 0] == torch.arange(T) * 7).all()
+    torch.testing.assert_close(scores, ref_s[:, :8], rtol=0, atol=1e-6)
+    via_search = index.search(model, text, topk=8, mode="regions")  # text.eos = f_t
+    assert torch.equal(via_search[1], found) and torch.equal(via_search[0], scores)
+    # both = X-Pool + regions, exhaustive and with the prefilter (re-ranking the mean-pool candidates)
+    both = similarity_matrix(model, text, video) + sims
+    b_s, b_i = index.search(model, text, topk=5, mode="both", video_chunk=128)
+    ref = both.sort(dim=1, descending=True, stable=True)
+    assert torch.equal(b_i, ref.indices[:, :5])
+    torch.testing.assert_close(b_s, ref.values[:, :5], rtol=0, atol=1e-5)
+    p_s, p_i = index.search(model, text, topk=5, prefilter_k=20, mode="both")
+    torch.testing.assert_close(p_s, both.gather(1, p_i), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="prefilter_k"):
+        index.search(model, text, prefilter_k=20, mode="regions")
+    with pytest.raises(ValueError, match="mode"):
+        index.search(model, text, mode="frames")
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_region_index_round_trip(model: LSDOModel, data, region_data, tmp_path: Path, mmap: bool) -> None:
+    video, text, ids = data
+    regions, mask = region_data
+    for dtype in (torch.float32, torch.float16):
+        index = VideoIndex.build(model, video, ids, dtype=dtype, regions=regions, region_mask=mask)
+        assert index.regions.dtype == dtype and index.region_mask.dtype == torch.bool
+        root = index.save(tmp_path / str(dtype))
+        loaded = VideoIndex.load(root, mmap=mmap)
+        assert loaded.meta == index.meta and loaded.regions.shape == (V, N, SLOTS, D)
+        assert torch.equal(loaded.regions, index.regions) and torch.equal(loaded.region_mask, mask)
+        a, b = index.search_regions(text.eos, 10), loaded.search_regions(text.eos, 10)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # add keeps the sets in step with the videos
+    grown = VideoIndex.build(model, video[:100], ids[:100], regions=regions[:100], region_mask=mask[:100])
+    grown.add(model, video[100:], ids[100:], regions[100:], mask[100:])
+    assert torch.equal(grown.regions, VideoIndex.build(model, video, ids, regions=regions, region_mask=mask).regions)
+    with pytest.raises(ValueError, match="region"):
+        grown.add(model, video[:1], ["new"])
+
+
+def test_index_without_regions_refuses_region_search(model: LSDOModel, data, tmp_path: Path) -> None:
+    video, text, ids = data
+    root = VideoIndex.build(model, video[:20], ids[:20]).save(tmp_path / "plain")
+    doc = json.loads((root / META_FILE).read_text())
+    assert "regions" not in doc  # the original format, unchanged
+    from safetensors import safe_open
+
+    with safe_open(str(root / FEATURES_FILE), "pt") as fh:
+        assert sorted(fh.keys()) == ["features", "means"]
+    index = VideoIndex.load(root)
+    assert not index.has_regions
+    for call in (lambda: index.search_regions(text.eos), lambda: index.search(model, text, mode="both")):
+        with pytest.raises(LSDOUserError, match="no region embeddings") as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_cli_region_index_build_resume_and_search(
+    corpus: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    common = [f"ckpt={corpus['ckpt']}", f"videos={corpus['videos']}", "num_frames=2", "batch_size=8", "shard_size=64"]
+    common += ["region_encoder=grid", "grid=2", "fp16=true"]
+    ref = tmp_path / "ref"
+    assert index_main(["build", *common, f"out={ref}"]) == 0
+    capsys.readouterr()
+    index = VideoIndex.load(ref)
+    assert index.regions.shape == (180, 2, SLOTS, index.dim) and index.regions.dtype == torch.float16
+    assert index.region_mask.all() and index.meta["regions"]["method"] == "grid"
+    assert index.meta["regions"]["num_regions"] == 4 and index.meta["regions"]["grid"] == 2
+    norms = index.regions.float().norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=2e-3)
+
+    # interrupted after shard 0, then resumed: the same index, regions included
+    part = tmp_path / "part"
+    _count_encoded(monkeypatch, fail_after=8)
+    assert index_main(["build", *common, f"out={part}"]) == 130
+    shard = load_file(str(part / ".partial" / "shard_0000.safetensors"))
+    assert sorted(shard) == ["features", "region_mask", "regions"]
+    monkeypatch.undo()
+    seen = _count_encoded(monkeypatch)
+    assert index_main(["build", *common, f"out={part}"]) == 0
+    assert sum(seen) < 180 and "resuming: 64 of 182" in capsys.readouterr().err
+    resumed = VideoIndex.load(part)
+    assert resumed.ids == index.ids and torch.equal(resumed.features, index.features)
+    assert torch.equal(resumed.regions, index.regions) and torch.equal(resumed.region_mask, index.region_mask)
+    monkeypatch.undo()
+
+    # region_mode=regions / both print ranked results; an index without regions is a one-line error
+    for mode in ("regions", "both"):
+        assert search_main([f"index={ref}", f"ckpt={corpus['ckpt']}", f"region_mode={mode}", "topk=3", "a red"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert len(lines) == 4 and "best frame x region" in lines[0]
+    plain = tmp_path / "plain"
+    VideoIndex.build(index_model(corpus), index.features[:5].float(), index.ids[:5]).save(plain)
+    assert search_main([f"index={plain}", f"ckpt={corpus['ckpt']}", "region_mode=regions", "a red circle"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no region embeddings" in err[0]
+    assert index_main(["build", *common[:-3], "region_encoder=boxes", f"out={tmp_path / 'x'}"]) == 2
+    assert "region_encoder: expected one of" in capsys.readouterr().err
+
+
+def index_model(corpus: dict[str, Path]) -> LSDOModel:
+    from lsdo.retrieval.search_cli import load_model
+
+    return load_model(str(corpus["ckpt"]))[0]

@@ -49,6 +49,23 @@ float16 features are upcast to float32 for scoring. The model must be in eval mo
 refuses active X-Pool dropout) and must be the one the index was built with: ``search`` checks
 the fingerprint first (``check_model=False`` skips it, e.g. in a loop after one explicit
 :meth:`VideoIndex.check_model`).
+
+**Region embeddings** (optional, training-free, paper §3 / :mod:`lsdo.inverse_attention`). An index
+built with ``regions`` [V, n, 1+K, d] (every sampled frame's :class:`~lsdo.inverse_attention.RegionEncoder`
+set: slot 0 the frame's global CLIP embedding, slots 1..K its regions, L2-normalised) and
+``region_mask`` [V, n, 1+K] bool also stores them (tensors ``regions`` / ``region_mask`` in
+``features.safetensors``, stored in the index dtype / bool; ``meta["regions"]`` records method, k, grid
+and K). An index without them has neither the tensors nor the ``regions`` key (the original format).
+Search modes (``search(..., mode=...)``):
+
+* ``"xpool"`` (default): the X-Pool protocol above;
+* ``"regions"``: LAFM max-over-set scoring, a video's score for a text is the maximum cosine of the
+  text's CLIP embedding (``TextFeatures.eos`` = f_t, normalised) over its frames x {global} U {regions}
+  (:meth:`VideoIndex.search_regions`; exhaustive, chunked, no prefilter);
+* ``"both"``: the sum of the two scores, X-Pool + regions (both cosines in [-1, 1]); with
+  ``prefilter_k`` the mean-pool prefilter picks the candidates and both scores re-rank them.
+
+Region search on an index without regions is a one-line :class:`~lsdo.errors.LSDOUserError`.
 """
 
 from __future__ import annotations
@@ -70,12 +87,21 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from lsdo.errors import LSDOUserError
+from lsdo.inverse_attention.lafm import set_similarity
 from lsdo.model.lsdo_model import LSDOModel, TextFeatures
 from lsdo.retrieval.xpool_fast import XPoolScorer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "FrameStore", "VideoIndex", "faiss_available", "model_fingerprint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SEARCH_MODES",
+    "FrameStore",
+    "VideoIndex",
+    "faiss_available",
+    "model_fingerprint",
+]
 
 FORMAT = "lsdo-video-index"
 FORMAT_VERSION = 1
@@ -88,7 +114,9 @@ RERANK_CAP = 2048  # at most this many distinct candidate videos per XPoolScorer
 RERANK_TEXTS = 64  # at most this many texts per re-ranking group
 PREFILTER_BLOCK = 1 << 24  # torch prefilter: at most this many [T, chunk] coarse scores at a time
 FINGERPRINT_SAMPLES = 256  # weight values sampled per tensor for the fingerprint
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16}
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BOOL": np.bool_}
+SEARCH_MODES = ("xpool", "regions", "both")
+DEFAULT_REGION_CHUNK = 256  # videos per block in region scoring ([T, chunk, n * (1+K)] cosines)
 
 
 class FrameStore(Protocol):
@@ -233,7 +261,7 @@ def _read_features(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dic
             if name == "__metadata__":
                 continue
             if entry["dtype"] not in _ST_DTYPES:
-                raise ValueError(f"tensor '{name}' has dtype {entry['dtype']} (expected F32 or F16)")
+                raise ValueError(f"tensor '{name}' has dtype {entry['dtype']} (expected F32, F16 or BOOL)")
             dtype = np.dtype(_ST_DTYPES[entry["dtype"]])
             shape = tuple(int(s) for s in entry["shape"])
             start, stop = entry["data_offsets"]
@@ -273,12 +301,28 @@ class VideoIndex:
         faiss_nlist: int | None = None,
         faiss_nprobe: int = 16,
         source: str | None = None,
+        regions: FrameStore | None = None,
+        region_mask: torch.Tensor | None = None,
     ) -> None:
-        """features [V, n, d]; means [V, d] float32 (normalised mean over frames); ids: V strings."""
+        """features [V, n, d]; means [V, d] float32 (normalised mean over frames); ids: V strings.
+
+        Optional ``regions`` [V, n, 1+K, d] (region-set embeddings of every frame) with
+        ``region_mask`` [V, n, 1+K] bool; ``meta["regions"]`` then describes them.
+        """
         if len(features.shape) != 3 or tuple(means.shape) != (features.shape[0], features.shape[2]):
             raise ValueError(f"features [V, n, d] and means [V, d] expected, got {features.shape}, {means.shape}")
         if len(ids) != features.shape[0]:
             raise ValueError(f"{features.shape[0]} videos but {len(ids)} ids")
+        if (regions is None) != (region_mask is None):
+            raise ValueError("regions and region_mask go together")
+        if regions is not None and region_mask is not None:
+            v, n, d = features.shape
+            if len(regions.shape) != 4 or (regions.shape[0], regions.shape[1], regions.shape[3]) != (v, n, d):
+                raise ValueError(f"regions [{v}, {n}, 1+K, {d}] expected, got {tuple(regions.shape)}")
+            if tuple(region_mask.shape) != tuple(regions.shape[:3]) or region_mask.dtype != torch.bool:
+                raise ValueError(f"region_mask {list(regions.shape[:3])} bool expected, got {tuple(region_mask.shape)}")
+        self.regions = regions
+        self.region_mask = region_mask
         self.features = features
         self.means = means
         self.ids = list(ids)
@@ -311,11 +355,23 @@ class VideoIndex:
     def fingerprint(self) -> str:
         return str(self.meta["model"]["fingerprint"])
 
+    @property
+    def has_regions(self) -> bool:
+        """Whether region-set embeddings are stored (the index was built with a region encoder)."""
+        return self.regions is not None
+
+    @property
+    def num_slots(self) -> int:
+        """1 + K: set members per frame (global + regions); 0 without regions."""
+        return int(self.regions.shape[2]) if self.regions is not None else 0
+
     def __repr__(self) -> str:
         m = self.meta.get("model", {})
         return (
             f"VideoIndex({len(self)} videos x {self.num_frames} frames x {self.dim}, {self.dtype}, "
-            f"impl={m.get('impl')}, variant={m.get('variant')}, fingerprint={m.get('fingerprint')})"
+            f"impl={m.get('impl')}, variant={m.get('variant')}, fingerprint={m.get('fingerprint')}"
+            + (f", regions={self.meta['regions'].get('method')} x {self.num_slots - 1}" if self.has_regions else "")
+            + ")"
         )
 
     # ------------------------------------------------------------------ building
@@ -329,13 +385,19 @@ class VideoIndex:
         dtype: torch.dtype = torch.float32,
         config: Any = None,
         info: dict[str, Any] | None = None,
+        regions: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        region_info: dict[str, Any] | None = None,
         **options: Any,
     ) -> VideoIndex:
         """An index of ``video`` (f_m [V, n, d] from ``model.encode_video``) under ``ids`` (V unique strings).
 
         ``dtype``: storage, float32 or float16. ``config``: the training config (a checkpoint's
         saved cfg), whose model / variant / impl sections are recorded. ``info``: extra creation
-        info recorded in the metadata (JSON-safe). ``options``: ``faiss_threshold``,
+        info recorded in the metadata (JSON-safe). ``regions`` [V, n, 1+K, d] / ``region_mask``
+        [V, n, 1+K] bool: optional region-set embeddings of every frame (``RegionEncoder.encode``
+        per frame; stored in ``dtype``), described by ``region_info`` (e.g. method, k, grid;
+        recorded as ``meta["regions"]`` with ``num_regions`` = K). ``options``: ``faiss_threshold``,
         ``faiss_nlist``, ``faiss_nprobe`` (see the module docstring).
         """
         ids = _check_ids(ids)
@@ -351,6 +413,7 @@ class VideoIndex:
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
         features = video.detach().to("cpu", dtype).contiguous()  # [V, n, d]
+        stored_regions, stored_mask = cls._check_regions(features, regions, region_mask, dtype)
         sections = _config_sections(config)
         meta = {
             "num_videos": int(features.shape[0]),
@@ -365,7 +428,28 @@ class VideoIndex:
             },
             "created": cls._created(info),
         }
-        return cls(features, _mean_pool(features), ids, meta, **options)
+        if stored_regions is not None:
+            k = int(stored_regions.shape[2]) - 1
+            meta["regions"] = json.loads(json.dumps({**(region_info or {}), "num_regions": k}, default=str))
+        return cls(
+            features, _mean_pool(features), ids, meta, regions=stored_regions, region_mask=stored_mask, **options
+        )
+
+    @staticmethod
+    def _check_regions(
+        features: torch.Tensor, regions: torch.Tensor | None, region_mask: torch.Tensor | None, dtype: torch.dtype
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Validated CPU copies: regions [V, n, 1+K, d] in ``dtype`` and region_mask [V, n, 1+K] bool (or Nones)."""
+        if regions is None and region_mask is None:
+            return None, None
+        if regions is None or region_mask is None:
+            raise ValueError("regions and region_mask go together: give both or neither")
+        v, n, d = features.shape
+        if regions.ndim != 4 or (regions.shape[0], regions.shape[1], regions.shape[3]) != (v, n, d):
+            raise ValueError(f"regions must be [{v}, {n}, 1+K, {d}] (one set per frame), got {tuple(regions.shape)}")
+        if tuple(region_mask.shape) != tuple(regions.shape[:3]):
+            raise ValueError(f"region_mask must be {list(regions.shape[:3])}, got {tuple(region_mask.shape)}")
+        return regions.detach().to("cpu", dtype).contiguous(), region_mask.detach().to("cpu", torch.bool).contiguous()
 
     @staticmethod
     def _created(info: dict[str, Any] | None) -> dict[str, Any]:
@@ -382,9 +466,22 @@ class VideoIndex:
         }
         return json.loads(json.dumps({**created, **(info or {})}, default=str))
 
-    def add(self, model: LSDOModel, video: torch.Tensor, ids: Sequence[str]) -> None:
-        """Append videos (f_m [B, n, d] from the same model) under new, unused ids."""
+    def add(
+        self,
+        model: LSDOModel,
+        video: torch.Tensor,
+        ids: Sequence[str],
+        regions: torch.Tensor | None = None,
+        region_mask: torch.Tensor | None = None,
+    ) -> None:
+        """Append videos (f_m [B, n, d] from the same model) under new, unused ids.
+
+        An index with regions needs their ``regions`` [B, n, 1+K, d] and ``region_mask`` [B, n, 1+K] too.
+        """
         self.check_model(model)
+        if self.has_regions != (regions is not None):
+            have = "has" if self.has_regions else "has no"
+            raise ValueError(f"the index {have} region embeddings: give regions/region_mask exactly when it has")
         if not isinstance(self.features, torch.Tensor):
             raise TypeError("add needs an index whose features are a tensor (not a lazy FrameStore)")
         ids = _check_ids(ids)
@@ -396,6 +493,12 @@ class VideoIndex:
         if clash:
             raise ValueError(f"{len(clash)} ids are already in the index, e.g. {sorted(clash)[:3]}")
         new = video.detach().to("cpu", self.dtype).contiguous()
+        if self.regions is not None and self.region_mask is not None:
+            new_r, new_m = self._check_regions(new, regions, region_mask, self.dtype)
+            if new_r is None or new_r.shape[2] != self.num_slots:
+                raise ValueError(f"regions must have {self.num_slots} slots per frame, got {tuple(regions.shape)}")
+            self.regions = torch.cat([self.regions, new_r])  # type: ignore[list-item]
+            self.region_mask = torch.cat([self.region_mask, new_m])  # type: ignore[list-item]
         self.features = torch.cat([self.features, new])
         self.means = torch.cat([self.means, _mean_pool(new)])
         self.ids += ids
@@ -412,6 +515,10 @@ class VideoIndex:
             raise LSDOUserError(f"index: {path} exists and is not a directory")
         path.mkdir(parents=True, exist_ok=True)
         tensors = {"features": self.features.contiguous(), "means": self.means.contiguous()}
+        if self.regions is not None and self.region_mask is not None:
+            if not isinstance(self.regions, torch.Tensor):
+                raise TypeError("only an index whose regions are a tensor can be saved")
+            tensors.update(regions=self.regions.contiguous(), region_mask=self.region_mask.contiguous())
         tmp = path / (FEATURES_FILE + ".tmp")
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
         os.replace(tmp, path / FEATURES_FILE)
@@ -461,7 +568,25 @@ class VideoIndex:
             raise LSDOUserError(
                 f"index: {feats_path} holds means {list(means.shape)} {means.dtype}, expected [{v}, {d}] float32"
             )
-        return cls(features, means, ids, meta, source=str(path), **options)
+        regions, region_mask = tensors.get("regions"), tensors.get("region_mask")
+        if "regions" in meta or regions is not None or region_mask is not None:
+            info = meta.get("regions")
+            k = info.get("num_regions") if isinstance(info, dict) else None
+            if not isinstance(k, int) or regions is None or region_mask is None:
+                raise LSDOUserError(
+                    f"index: {meta_path} and {feats_path} disagree about region embeddings; rebuild the index"
+                )
+            if tuple(regions.shape) != (v, n, 1 + k, d) or regions.dtype != dtype:
+                raise LSDOUserError(
+                    f"index: {feats_path} holds regions {list(regions.shape)} {regions.dtype}, expected "
+                    f"[{v}, {n}, {1 + k}, {d}] {dtype}; rebuild the index"
+                )
+            if tuple(region_mask.shape) != (v, n, 1 + k) or region_mask.dtype != torch.bool:
+                raise LSDOUserError(
+                    f"index: {feats_path} holds region_mask {list(region_mask.shape)} {region_mask.dtype}, "
+                    f"expected [{v}, {n}, {1 + k}] bool; rebuild the index"
+                )
+        return cls(features, means, ids, meta, source=str(path), regions=regions, region_mask=region_mask, **options)
 
     @staticmethod
     def _check_meta(doc: Any, meta_path: Path) -> tuple[dict[str, Any], list[str]]:
@@ -539,6 +664,7 @@ class VideoIndex:
         video_chunk: int = DEFAULT_VIDEO_CHUNK,
         check_model: bool = True,
         accum_dtype: torch.dtype = torch.float64,
+        mode: str = "xpool",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Best ``topk`` videos per text: scores [T, k] float32 and indices into ``ids`` [T, k] (long), best first.
 
@@ -549,7 +675,18 @@ class VideoIndex:
         XPoolScorer's accumulation dtype; float64 (default) gives the scores of
         :func:`~lsdo.retrieval.similarity_matrix`, float32 is about 1.5-2x cheaper on CPU and
         differs from them by about 1e-7.
+
+        ``mode``: ``"xpool"`` (the above), ``"regions"`` (:meth:`search_regions` with the texts' f_t,
+        ``text.eos``; exhaustive, ``prefilter_k`` must be None) or ``"both"`` (X-Pool score + region
+        score, with or without the prefilter). Region modes need an index built with regions
+        (LSDOUserError otherwise).
         """
+        if mode not in SEARCH_MODES:
+            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+        if mode != "xpool":
+            self.require_regions()
+        if mode == "regions" and prefilter_k is not None:
+            raise ValueError("prefilter_k applies to mode='xpool' or 'both'; mode='regions' scores every video")
         if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be an integer >= 1, got {topk!r}")
         if prefilter_k is not None and (isinstance(prefilter_k, bool) or not isinstance(prefilter_k, int)):
@@ -561,10 +698,63 @@ class VideoIndex:
         text = self._as_text(model, text)
         if text.target.ndim != 2 or text.target.shape[-1] != self.dim:
             raise ValueError(f"text features [T, {self.dim}] expected, got {tuple(text.target.shape)}")
+        if mode == "regions":
+            return self.search_regions(text.eos, topk)
+        region_text = text.eos.detach().to("cpu", torch.float32) if mode == "both" else None  # [T, d]
         if prefilter_k is None or prefilter_k >= len(self):
-            return self._search_full(model, text, topk, chunk_size, video_chunk, accum_dtype)
+            return self._search_full(model, text, topk, chunk_size, video_chunk, accum_dtype, region_text)
         candidates = self.prefilter(text, prefilter_k)  # [T, K]
-        return self._rerank(model, text, candidates, topk, chunk_size, accum_dtype)
+        return self._rerank(model, text, candidates, topk, chunk_size, accum_dtype, region_text)
+
+    # ------------------------------------------------------------------ region search (LAFM)
+    def require_regions(self) -> None:
+        """LSDOUserError (one line) unless the index stores region embeddings."""
+        if self.has_regions:
+            return
+        where = f" {self.source}" if self.source else ""
+        raise LSDOUserError(
+            f"index{where} has no region embeddings (built with region_encoder=none): rebuild it with "
+            f"lsdo-index build ... region_encoder=inverse_attention|grid, or search with region_mode=xpool"
+        )
+
+    def region_scores(self, text_emb: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
+        """LAFM scores of some videos: text [T, d] x their stored sets -> [T, c] float32 (CPU).
+
+        A video's score is max cosine over its n frames x (1+K) valid set members (:func:`set_similarity`).
+        """
+        if self.regions is None or self.region_mask is None:
+            self.require_regions()
+            raise AssertionError  # unreachable: require_regions raised
+        sets = self.regions[index].to("cpu", torch.float32)  # [c, n, 1+K, d]
+        mask = self.region_mask[index].to("cpu")  # [c, n, 1+K]
+        return set_similarity(text_emb.detach().to("cpu", torch.float32), sets.flatten(1, 2), mask.flatten(1, 2))
+
+    @torch.no_grad()
+    def search_regions(
+        self, text_emb: torch.Tensor, topk: int = 10, *, video_chunk: int = DEFAULT_REGION_CHUNK
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training-free region search: best ``topk`` videos per text by max cosine over frames x {global} U {regions}.
+
+        ``text_emb`` [T, d]: CLIP text embeddings f_t (``model.encoder.encode_text(tokens)[0]`` or
+        ``TextFeatures.eos``; normalised here). Exhaustive, ``video_chunk`` videos at a time with a
+        running top-k (memory [T, chunk, n (1+K)]). Returns scores [T, k] float32 and indices [T, k]
+        long, best first, ``k = min(topk, V)``, ties towards the lower index.
+        """
+        self.require_regions()
+        if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+            raise ValueError(f"topk must be an integer >= 1, got {topk!r}")
+        if text_emb.ndim != 2 or text_emb.shape[-1] != self.dim:
+            raise ValueError(f"text embeddings [T, {self.dim}] expected, got {tuple(text_emb.shape)}")
+        num_texts, k = text_emb.shape[0], min(topk, len(self))
+        best_s = torch.empty(num_texts, 0)
+        best_i = torch.empty(num_texts, 0, dtype=torch.long)
+        step = max(int(video_chunk), 1)
+        for start in range(0, len(self), step):
+            stop = min(start + step, len(self))
+            scores = self.region_scores(text_emb, slice(start, stop))  # [T, c]
+            index = torch.arange(start, stop).expand(num_texts, -1)  # [T, c]
+            best_s, best_i = _merge_topk(best_s, best_i, scores, index, k)
+        return best_s, best_i
 
     def _search_full(
         self,
@@ -574,8 +764,12 @@ class VideoIndex:
         chunk_size: int,
         video_chunk: int,
         accum_dtype: torch.dtype = torch.float64,
+        region_text: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact scores of every video, chunk by chunk, with a running top-k: [T, k] x 2."""
+        """Exact scores of every video, chunk by chunk, with a running top-k: [T, k] x 2.
+
+        ``region_text`` [T, d]: when given (mode ``both``), each video's region score is added.
+        """
         device = _device_of(model)
         text = text.to(device)
         num_texts, k = len(text), min(topk, len(self))
@@ -587,6 +781,8 @@ class VideoIndex:
             frames = self._frames(slice(start, stop), device)  # [c, n, d] float32
             scorer = XPoolScorer(model.xpool, frames, accum_dtype=accum_dtype)  # per-video tensors
             scores = scorer.score(text, chunk_size).float().cpu()  # [T, c]
+            if region_text is not None:
+                scores = scores + self.region_scores(region_text, slice(start, stop))  # [T, c]
             index = torch.arange(start, stop).expand(num_texts, -1)  # [T, c]
             best_s, best_i = _merge_topk(best_s, best_i, scores, index, k)
         return best_s, best_i
@@ -666,8 +862,11 @@ class VideoIndex:
         topk: int,
         chunk_size: int,
         accum_dtype: torch.dtype = torch.float64,
+        region_text: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact scores of each text's candidates [T, K] -> the best [T, min(topk, K)] (stable on ties).
+
+        ``region_text`` [T, d]: when given (mode ``both``), each candidate's region score is added.
 
         Texts go in groups of at most ``RERANK_TEXTS`` whose candidates span at most ``RERANK_CAP``
         distinct videos; one XPoolScorer per group scores the group's texts against its distinct
@@ -687,6 +886,8 @@ class VideoIndex:
             videos, local = torch.unique(cand, return_inverse=True)  # U sorted distinct videos, [t, K] positions
             scorer = XPoolScorer(model.xpool, self._frames(videos, device), accum_dtype=accum_dtype)  # U videos
             dense = scorer.score(text[start : start + group], chunk_size).float().cpu()  # [t, U]
+            if region_text is not None:
+                dense = dense + self.region_scores(region_text[start : start + group], videos)  # [t, U]
             scores = dense.gather(1, local)  # [t, K]
             order = scores.sort(dim=1, descending=True, stable=True).indices[:, :out_k]
             scores_out[start : start + group] = scores.gather(1, order)

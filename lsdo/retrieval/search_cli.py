@@ -4,9 +4,10 @@
 
     lsdo-index build ckpt=PATH videos=DIR out=INDEX [num_frames=12] [batch_size=16] [fp16=true]
                      [ext=.mp4,.avi,...] [workers=0] [shard_size=256] [device=auto] [overwrite=false]
+                     [region_encoder=none|inverse_attention|grid] [region_k=4] [grid=2]
     lsdo-index info index=INDEX
     lsdo-search index=INDEX ckpt=PATH "a man sings into a microphone" ["another query" ...]
-                [--topk 10 | topk=10] [prefilter_k=K]
+                [--topk 10 | topk=10] [prefilter_k=K] [region_mode=xpool|regions|both]
 
 ``build`` indexes every file under DIR (recursively) whose extension is in ``ext``; a video's id
 is its path relative to DIR without the extension, with ``/`` separators. The model is rebuilt
@@ -22,11 +23,23 @@ settings reuses every shard whose files are unchanged and encodes only the rest,
 interrupted build (killed, Ctrl-C) loses at most the shard in progress, and because the
 remaining files are cut into the same shards as in an uninterrupted run the final index is the
 same. At the end the shards are consolidated (ids sorted) into the index and ``.partial`` is
-removed. Partial results made with other settings (checkpoint, num_frames, fp16) are discarded.
+removed. Partial results made with other settings (checkpoint, num_frames, fp16, region
+settings) are discarded.
+
+Region embeddings (training-free, paper §3): with ``region_encoder=inverse_attention`` (``region_k``
+LARC regions, default 4) or ``grid`` (``grid`` x ``grid`` tiles, default 2), every sampled frame is
+also encoded by a :class:`~lsdo.inverse_attention.RegionEncoder` on the checkpoint's CLIP encoder,
+from the decoded uint8 frame (its own preprocessing, before the test transform), and the index
+stores the [n, 1+K, d] region sets + mask per video (``regions`` / ``region_mask``; shards carry
+them too). ``region_encoder=none`` (default) writes the original format.
 
 ``lsdo-search`` needs the checkpoint the index was built with (text encoder and X-Pool); another
 one is a one-line error. Without ``prefilter_k`` every video is scored exactly (the full
 protocol); with it the mean-pool prefilter keeps K videos per query for exact re-ranking.
+``region_mode=regions`` scores each video by its best frame and region instead (max cosine of
+the query's CLIP text embedding over frames x {global} U {regions}; every video, no prefilter);
+``region_mode=both`` ranks by X-Pool score + region score (with or without the prefilter). Both
+need an index built with a region encoder (a one-line error otherwise).
 Both tools report user errors as one line ``error: ...`` and exit with status 2.
 """
 
@@ -51,7 +64,7 @@ from tqdm import tqdm
 from lsdo.cli import run_plain
 from lsdo.errors import LSDOUserError
 from lsdo.model.lsdo_model import LSDOModel
-from lsdo.retrieval.index import META_FILE, VideoIndex, model_fingerprint
+from lsdo.retrieval.index import META_FILE, SEARCH_MODES, VideoIndex, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +85,9 @@ INDEX_KEYS = {
     "shard_size": "videos per resumable shard (default 256)",
     "device": "auto | cpu | cuda (default auto)",
     "overwrite": "replace an existing complete index at out= (default false)",
+    "region_encoder": "none | inverse_attention | grid: also store per-frame region embeddings (default none)",
+    "region_k": "inverse_attention: regions per frame (default 4)",
+    "grid": "grid: tiles per side (default 2)",
 }
 INFO_KEYS = {"index": "index directory"}
 SEARCH_KEYS = {
@@ -79,6 +95,7 @@ SEARCH_KEYS = {
     "ckpt": "the checkpoint the index was built with",
     "topk": "results per query (default 10)",
     "prefilter_k": "mean-pool prefilter: re-rank only K videos per query (default: score every video)",
+    "region_mode": "xpool | regions | both: X-Pool, best frame x region (LAFM), or their sum (default xpool)",
     "device": "auto | cpu | cuda (default cpu)",
 }
 
@@ -234,33 +251,39 @@ def discover(root: Path, exts: tuple[str, ...]) -> tuple[list[VideoFile], list[t
 
 
 class _Decoded(torch.utils.data.Dataset):
-    """Decodes one file: (position, frames [n, 3, S, S] or None, reason or None)."""
+    """Decodes one file: (position, frames [n, 3, S, S] or None, raw uint8 [n, 3, H, W] or None, reason or None).
 
-    def __init__(self, files: list[VideoFile], num_frames: int, image_size: int) -> None:
+    The raw decoded frames are returned only with ``keep_raw`` (the region encoder's input).
+    """
+
+    def __init__(self, files: list[VideoFile], num_frames: int, image_size: int, keep_raw: bool = False) -> None:
         from lsdo.data.transforms import build_transform
 
-        self.files, self.num_frames = files, num_frames
+        self.files, self.num_frames, self.keep_raw = files, num_frames, keep_raw
         self.transform = build_transform(image_size, train=False)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None, str | None]:
         from lsdo.data.video import sample_frames
 
         f = self.files[i]
         try:
-            frames = self.transform(sample_frames(f.path, self.num_frames, mode="uniform"))
+            raw = sample_frames(f.path, self.num_frames, mode="uniform")  # uint8 [n, 3, H, W]
+            frames = self.transform(raw)
         except Exception as exc:  # VideoDecodeError, DataNotFoundError, odd streams
             reason = str(exc).strip() or type(exc).__name__
             prefix = f"{f.path}: "
             reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
-            return i, None, reason.splitlines()[0][:300]
-        return i, frames, None
+            return i, None, None, reason.splitlines()[0][:300]
+        return i, frames, (raw if self.keep_raw else None), None
 
 
-def _decoded_stream(files: list[VideoFile], num_frames: int, image_size: int, workers: int) -> Iterator[tuple]:
-    data = _Decoded(files, num_frames, image_size)
+def _decoded_stream(
+    files: list[VideoFile], num_frames: int, image_size: int, workers: int, keep_raw: bool = False
+) -> Iterator[tuple]:
+    data = _Decoded(files, num_frames, image_size, keep_raw)
     if workers <= 0:
         return (data[i] for i in range(len(data)))
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers)
@@ -322,13 +345,19 @@ def _load_partial(partial: Path, settings: dict[str, Any], files: dict[str, Vide
 
 
 def _write_shard(
-    partial: Path, number: int, settings: dict[str, Any], feats: list[torch.Tensor], ids: list[VideoFile], skipped: list
+    partial: Path,
+    number: int,
+    settings: dict[str, Any],
+    feats: dict[str, list[torch.Tensor]],
+    ids: list[VideoFile],
+    skipped: list,
 ) -> None:
+    """One finished shard: its tensors (``features`` [b, n, d], with regions also ``regions`` / ``region_mask``)."""
     partial.mkdir(parents=True, exist_ok=True)
     stem = partial / f"shard_{number:04d}"
-    if feats:
+    if feats["features"]:
         tmp = stem.with_name(stem.name + ".safetensors.tmp")
-        save_file({"features": torch.cat(feats).contiguous()}, str(tmp))
+        save_file({name: torch.cat(parts).contiguous() for name, parts in feats.items() if parts}, str(tmp))
         os.replace(tmp, stem.with_suffix(".safetensors"))
     doc = {
         "settings": settings,
@@ -339,21 +368,47 @@ def _write_shard(
     _atomic_json(stem.with_suffix(".json"), doc)  # written last: marks the shard complete
 
 
-def _consolidate(done: _Done, ids: list[str]) -> torch.Tensor:
-    """Features [V, n, d] of ``ids`` (in that order) from the shards."""
-    cache: dict[Path, torch.Tensor] = {}
-    rows = []
+def _consolidate(done: _Done, ids: list[str], names: tuple[str, ...] = ("features",)) -> dict[str, torch.Tensor]:
+    """The shards' tensors ``names`` of ``ids`` (in that order): e.g. features [V, n, d], regions [V, n, 1+K, d]."""
+    cache: dict[Path, dict[str, torch.Tensor]] = {}
+    rows: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for vid in ids:
         path, row = done.rows[vid]
         if path not in cache:
             try:
-                cache[path] = load_file(str(path))["features"]
+                cache[path] = load_file(str(path))
+                missing = [name for name in names if name not in cache[path]]
+                if missing:
+                    raise KeyError(f"no {missing[0]}")
             except Exception as exc:
                 raise LSDOUserError(
                     f"out: partial shard {path} is unreadable ({type(exc).__name__}); delete it and rerun"
                 ) from None
-        rows.append(cache[path][row])
-    return torch.stack(rows)
+        for name in names:
+            rows[name].append(cache[path][name][row])
+    return {name: torch.stack(parts) for name, parts in rows.items()}
+
+
+def _region_encoder(opts: dict[str, str], model: LSDOModel) -> tuple[Any, dict[str, Any] | None]:
+    """(RegionEncoder or None, its settings for the metadata) from ``region_encoder`` / ``region_k`` / ``grid``."""
+    from lsdo.inverse_attention.encoder import METHODS, RegionEncoder
+
+    method = opts.get("region_encoder", "none").strip().lower() or "none"
+    if method not in METHODS:
+        raise LSDOUserError(f"region_encoder: expected one of {' | '.join(METHODS)}, got {opts['region_encoder']!r}")
+    k, grid = _int(opts, "region_k", 4), _int(opts, "grid", 2)
+    if method == "none":
+        return None, None
+    if method == "inverse_attention":
+        from lsdo.inverse_attention.heatmap import _describe
+
+        try:
+            _describe(model.encoder.clip.visual)
+        except TypeError as exc:
+            raise LSDOUserError(f"region_encoder=inverse_attention: {exc}") from None
+    encoder = RegionEncoder(model.encoder, method, k=k, grid=grid)
+    info = {"method": method, "k": k, "grid": grid, "image_size": encoder.image_size}
+    return encoder, info
 
 
 def build_index(opts: dict[str, str]) -> int:
@@ -382,6 +437,7 @@ def build_index(opts: dict[str, str]) -> int:
     from lsdo.model.encoder import image_size_of
 
     model, cfg = load_model(opts["ckpt"], device)
+    regioner, region_info = _region_encoder(opts, model)
     image_size = image_size_of(OmegaConf.create(cfg["model"]))
     dtype = torch.float16 if fp16 else torch.float32
     settings = {
@@ -390,6 +446,8 @@ def build_index(opts: dict[str, str]) -> int:
         "image_size": image_size,
         "dtype": str(dtype).removeprefix("torch."),
     }
+    if region_info is not None:  # absent with region_encoder=none: the original settings
+        settings["regions"] = region_info
     by_id = {f.id: f for f in files}
     done = _load_partial(partial, settings, by_id)
     todo = [f for f in files if f.id not in done.rows and f.id not in done.skipped]
@@ -400,7 +458,17 @@ def build_index(opts: dict[str, str]) -> int:
         )
     try:
         _encode_all(
-            model, todo, partial, done.next_shard, settings, num_frames, image_size, batch_size, shard_size, workers
+            model,
+            todo,
+            partial,
+            done.next_shard,
+            settings,
+            num_frames,
+            image_size,
+            batch_size,
+            shard_size,
+            workers,
+            regioner,
         )
     except KeyboardInterrupt:
         print(f"interrupted: finished shards are kept in {partial}; rerun the same command to resume", file=sys.stderr)
@@ -427,7 +495,19 @@ def build_index(opts: dict[str, str]) -> int:
         "sample": "uniform",
         "skipped": len(skipped),
     }
-    index = VideoIndex.build(model, _consolidate(done, ids), ids, dtype=dtype, config=cfg, info=info)
+    names = ("features", "regions", "region_mask") if region_info is not None else ("features",)
+    tensors = _consolidate(done, ids, names)
+    index = VideoIndex.build(
+        model,
+        tensors["features"],
+        ids,
+        dtype=dtype,
+        config=cfg,
+        info=info,
+        regions=tensors.get("regions"),
+        region_mask=tensors.get("region_mask"),
+        region_info=region_info,
+    )
     index.save(out)
     shutil.rmtree(partial, ignore_errors=True)
     line = f"indexed {len(ids)} videos, skipped {len(skipped)}"
@@ -447,39 +527,53 @@ def _encode_all(
     batch_size: int,
     shard_size: int,
     workers: int,
+    regioner: Any = None,
 ) -> None:
-    """Decode and encode ``todo`` shard by shard (cut in order), writing each finished shard."""
+    """Decode and encode ``todo`` shard by shard (cut in order), writing each finished shard.
+
+    ``regioner``: a RegionEncoder (or None): each video's uint8 frames -> regions [n, 1+K, d] + mask [n, 1+K].
+    """
     if not todo:
         return
     device = next(model.parameters()).device
     dtype = torch.float16 if settings["dtype"] == "float16" else torch.float32
-    stream = _decoded_stream(todo, num_frames, image_size, workers)
+    stream = _decoded_stream(todo, num_frames, image_size, workers, keep_raw=regioner is not None)
     bar = tqdm(total=len(todo), unit="video", desc="encoding", file=sys.stderr, dynamic_ncols=True)
-    shard, feats, ok, skipped = first_shard, [], [], []
-    batch: list[tuple[VideoFile, torch.Tensor]] = []
+
+    def empty() -> dict[str, list[torch.Tensor]]:
+        return {"features": [], "regions": [], "region_mask": []}
+
+    shard, feats, ok, skipped = first_shard, empty(), [], []
+    batch: list[tuple[VideoFile, torch.Tensor, torch.Tensor | None]] = []
 
     def flush_batch() -> None:
         if batch:
-            frames = torch.stack([fr for _, fr in batch]).to(device)  # [B, n, 3, S, S]
-            feats.append(model.encode_video(frames).to("cpu", dtype))  # [B, n, d]
-            ok.extend(f for f, _ in batch)
+            frames = torch.stack([fr for _, fr, _ in batch]).to(device)  # [B, n, 3, S, S]
+            feats["features"].append(model.encode_video(frames).to("cpu", dtype))  # [B, n, d]
+            if regioner is not None:
+                raw = [frame for _, _, r in batch for frame in r.unbind(0)]  # B*n uint8 [3, H, W]
+                emb, mask, _ = regioner.encode(raw)  # [B*n, 1+K, d], [B*n, 1+K]
+                b, n = len(batch), frames.shape[1]
+                feats["regions"].append(emb.to("cpu", dtype).view(b, n, *emb.shape[1:]))  # [B, n, 1+K, d]
+                feats["region_mask"].append(mask.to("cpu", torch.bool).view(b, n, -1))  # [B, n, 1+K]
+            ok.extend(f for f, _, _ in batch)
             batch.clear()
 
     try:
-        for count, (i, frames, reason) in enumerate(stream, start=1):
+        for count, (i, frames, raw, reason) in enumerate(stream, start=1):
             f = todo[i]
             if frames is None:
                 skipped.append((f, reason))
                 bar.write(f"skipped {f.rel}: {reason}", file=sys.stderr)
             else:
-                batch.append((f, frames))
+                batch.append((f, frames, raw))
                 if len(batch) == batch_size:
                     flush_batch()
             bar.update(1)
             if count % shard_size == 0 or count == len(todo):  # a shard = shard_size consecutive files
                 flush_batch()
                 _write_shard(partial, shard, settings, feats, ok, skipped)
-                shard, feats, ok, skipped = shard + 1, [], [], []
+                shard, feats, ok, skipped = shard + 1, empty(), [], []
     finally:
         bar.close()
 
@@ -532,14 +626,26 @@ def _search(argv: list[str]) -> int:
         raise LSDOUserError('give at least one query, e.g. lsdo-search index=... ckpt=... "a man sings"')
     topk = _int(opts, "topk", 10)
     prefilter_k = _int(opts, "prefilter_k", None)
+    mode = opts.get("region_mode", "xpool").strip().lower() or "xpool"
+    if mode not in SEARCH_MODES:
+        raise LSDOUserError(f"region_mode: expected one of {' | '.join(SEARCH_MODES)}, got {opts['region_mode']!r}")
+    if mode == "regions" and prefilter_k is not None:
+        raise LSDOUserError("prefilter_k applies to region_mode=xpool or both; region_mode=regions scores every video")
     index = VideoIndex.load(opts["index"], mmap=True)
+    if mode != "xpool":
+        index.require_regions()
     model, _ = load_model(opts["ckpt"], _device(opts.get("device", "cpu")))
     index.check_model(model, name=f"checkpoint {opts['ckpt']}")
-    scores, found = index.search(model, queries, topk=topk, prefilter_k=prefilter_k, check_model=False)
+    scores, found = index.search(model, queries, topk=topk, prefilter_k=prefilter_k, check_model=False, mode=mode)
+    scoring = {
+        "xpool": "exact X-Pool",
+        "regions": f"best frame x region ({index.meta.get('regions', {}).get('method')})",
+        "both": "X-Pool + best frame x region",
+    }[mode]
     if prefilter_k is None or prefilter_k >= len(index):
-        protocol = f"exact X-Pool over all {len(index)} videos"
+        protocol = f"{scoring} over all {len(index)} videos"
     else:
-        protocol = f"prefilter k={prefilter_k} of {len(index)} videos, exact re-ranking"
+        protocol = f"prefilter k={prefilter_k} of {len(index)} videos, {scoring} re-ranking"
     blocks = []
     for query, row_s, row_i in zip(queries, scores.tolist(), found.tolist(), strict=True):
         lines = [f"query: {query}  ({protocol})"]
