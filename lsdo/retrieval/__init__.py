@@ -74,7 +74,7 @@ def similarity_matrix(
 
     ``method``: "fast" (exact, per-video precomputation, see module docstring) or "naive"
     (``model.similarity`` per chunk). ``chunk_size`` texts and ``video_chunk_size`` videos are
-    scored at a time (default: blocks of 128 videos for "fast", all videos for "naive").
+    scored at a time (default: about 131k pairs per block for "fast", all videos for "naive").
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got '{method}'")
@@ -154,6 +154,7 @@ def dual_softmax(sims: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
     finite = torch.isfinite(sims)
     weights = (sims / temperature).softmax(dim=0)  # [T, V]: softmax over texts, per video
     return torch.where(finite, sims * weights, torch.full_like(sims, float("-inf")))
+
 
 # The persistent index (lsdo.retrieval.index) is part of the public API: lsdo.retrieval.VideoIndex.
 from lsdo.retrieval.index import VideoIndex, model_fingerprint  # noqa: E402

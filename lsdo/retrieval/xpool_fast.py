@@ -62,7 +62,10 @@ from lsdo.model.official import OfficialXPool
 from lsdo.model.xpool import XPool
 
 NORMALIZE_EPS = 1e-12  # F.normalize's default clamp on the norm
-VIDEO_BLOCK = 128  # default videos per block: keeps a block's working set about cache-sized
+# Default block: about this many (text, video) pairs, e.g. 256 texts x 512 videos. Few large ops
+# rather than many small ones: each op is an OpenMP region, and when another process holds a core
+# every region waits for the descheduled thread, so small blocks slow down badly on a busy machine.
+PAIRS_PER_BLOCK = 131_072
 PAIR_BUDGET = 2048  # (text, candidate) pairs gathered at a time by score_candidates: 2 x [pairs, n, d] floats
 
 
@@ -184,50 +187,59 @@ class XPoolScorer:
         )
 
     # ------------------------------------------------------------------ the per-pair formulas
-    def _finish(
-        self, att: torch.Tensor, tdot: torch.Tensor, att_mix: torch.Tensor, ts: _TextState, text_dim: int
-    ) -> torch.Tensor:
-        """Scores [P, Q] float32 from att, tdot [P, n, Q] and att_mix [P, m, Q] (accum dtype).
+    @property
+    def _num_grams(self) -> int:
+        """Leading n x n blocks of ``mix``: [G_pre (official),] G_A, H_A."""
+        return 3 if self.official else 2
 
-        The frame axis is dim 1: ``tdot[p, j, q]`` is target . (g * A_j) and
-        ``att_mix[p, c, q] = sum_j att[p, j, q] mix[video, j, c]``. ``text_dim`` says which of
-        P (0) or Q (1) indexes the texts, to broadcast the per-text [t] scalars.
+    def _forms(self, att: torch.Tensor, tdot: torch.Tensor, att_mix: torch.Tensor) -> torch.Tensor:
+        """The quadratic and linear forms of each pair: att, tdot [P, n, Q], att_mix [P, m, Q] -> [P, F, Q].
+
+        The frame axis is dim 1; ``att_mix[p, c, q] = sum_j att[p, j, q] mix[video, j, c]`` and
+        ``tdot[p, j, q] = target . (g * A_j)``. Rows of the result: the ``_num_grams`` quadratic
+        forms att^T G att, then the linear forms att^T (mix column), then att^T tdot.
         """
-        n, d = att.shape[1], self.dim
+        p_, n, q_ = att.shape
+        g = self._num_grams
+        quad = (att_mix[:, : g * n].view(p_, g, n, q_) * att.unsqueeze(1)).sum(dim=2)  # [P, g, n, Q] -> [P, g, Q]
+        t_lin = (att * tdot).sum(dim=1, keepdim=True)  # [P, 1, Q]
+        return torch.cat([quad, att_mix[:, g * n :], t_lin], dim=1)  # [P, F, Q]
+
+    def _finish(self, forms: torch.Tensor, ts: _TextState, text_dim: int) -> torch.Tensor:
+        """Scores [P, Q] float32 from the forms [P, F, Q] of :meth:`_forms` (accum dtype).
+
+        ``text_dim`` says which of P (0) or Q (1) indexes the texts, to broadcast the per-text
+        [t] scalars. Elementwise on [P, Q]: run once per text chunk, not per video block.
+        """
+        d, g = self.dim, self._num_grams
 
         def per_text(x: torch.Tensor) -> torch.Tensor:
             return x.unsqueeze(1 - text_dim)  # [t] -> [1, t] (texts along Q) or [t, 1] (texts along P)
 
-        grams = 3 if self.official else 2  # leading n x n blocks of mix: [G_pre,] G_A, H_A
-        p_, _, q_ = att.shape
-        quad = (att_mix[:, : grams * n].view(p_, grams, n, q_) * att.unsqueeze(1)).sum(dim=2)  # [P, grams, Q]
-        lin = att_mix[:, grams * n :]  # [P, m - grams n, Q]: the linear forms att^T (mix column)
-        t_lin = (att * tdot).sum(dim=1)  # [P, Q]: (g * sum att A) . target
-        q_a, q_h, l_beta = quad[:, -2], quad[:, -1], lin[:, 0]  # |sum att A|^2, |g * sum att A|^2, (..) . beta
+        q_a, q_h = forms[:, g - 2], forms[:, g - 1]  # [P, Q]: |sum att A|^2, |g * sum att A|^2
+        l_beta, t_lin = forms[:, g], forms[:, -1]  # [P, Q]: (g * sum att A) . beta, (g * sum att A) . target
+        # Few, in-place ops: each is a parallel region, and this runs on [V, t] arrays per chunk.
         if not self.official:
-            sigma = torch.sqrt(q_a / d + self.eps)  # [P, Q]
-            num = t_lin / sigma + per_text(ts.dot_beta)
-            zz = q_h / sigma**2 + 2 * l_beta / sigma + self.beta_sq
+            inv = (q_a / d).add_(self.eps).rsqrt_()  # [P, Q]: 1 / sigma
+            num = torch.addcmul(per_text(ts.dot_beta), t_lin, inv)  # t . z
+            zz = (q_h * inv).add_(l_beta, alpha=2.0).mul_(inv).add_(self.beta_sq)  # |z|^2
         else:
-            s = torch.rsqrt(quad[:, 0] / d + self.eps_pre)  # [P, Q]: 1 / sigma2 (LN2)
-            l_a0, l_ga0 = lin[:, 1], lin[:, 2]  # (sum att A) . a0, (g * sum att A) . (g * a0)
-            sigma = torch.sqrt((s * s * q_a + 2 * s * l_a0 + self.a0_sq) / d + self.eps)  # [P, Q]
-            num = (s * t_lin + per_text(ts.dot_a0)) / sigma + per_text(ts.dot_beta)
-            zz = (s * s * q_h + 2 * s * l_ga0 + self.ga0_sq) / sigma**2 + 2 * (s * l_beta + self.ga0_beta) / sigma
-            zz = zz + self.beta_sq
-        z_norm = zz.clamp_min(0).sqrt().clamp_min(NORMALIZE_EPS)  # [P, Q]: |LN(...)|
-        return (num / (per_text(ts.norm) * z_norm)).to(ts.target.dtype)
+            s = (forms[:, 0] / d).add_(self.eps_pre).rsqrt_()  # [P, Q]: 1 / sigma2 (LN2)
+            l_a0, l_ga0 = forms[:, g + 1], forms[:, g + 2]  # (sum att A) . a0, (g * sum att A) . (g * a0)
+            var = (q_a * s).add_(l_a0, alpha=2.0).mul_(s).add_(self.a0_sq)  # s^2 q_a + 2 s l_a0 + |a0|^2
+            inv = var.div_(d).add_(self.eps).rsqrt_()  # [P, Q]: 1 / sigma3
+            num = torch.addcmul(per_text(ts.dot_a0), t_lin, s).mul_(inv).add_(per_text(ts.dot_beta))  # t . z
+            zz = (q_h * s).add_(l_ga0, alpha=2.0).mul_(s).add_(self.ga0_sq).mul_(inv)  # (s^2 q_h + ..) / sigma3
+            zz.add_((l_beta * s).add_(self.ga0_beta), alpha=2.0).mul_(inv).add_(self.beta_sq)  # |z|^2
+        z_norm = zz.clamp_min_(0).sqrt_().clamp_min_(NORMALIZE_EPS)  # [P, Q]: |LN(...)|, F.normalize's clamp
+        return num.div_(z_norm.mul_(per_text(ts.norm))).to(ts.target.dtype)
 
-    # ------------------------------------------------------------------ public scoring
-    @torch.no_grad()
-    def score_block(self, text: TextFeatures, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Scores [t, b] of the texts against videos ``start:stop`` (two [b n, d] x [d, t] matmuls).
+    def _block_forms(self, ts: _TextState, start: int, stop: int) -> torch.Tensor:
+        """Forms [b, F, t] of the chunk's texts against videos ``start:stop`` (two [b n, d] x [d, t] matmuls).
 
-        Works video-major ([b, n, t]) so the softmax over frames and the Gram contractions run
+        Video-major ([b, n, t]) so the softmax over frames and the Gram contractions run
         vectorised along the texts.
         """
-        stop = self.num_videos if stop is None else stop
-        ts = self._text_state(text)
         keys = self.keys[start:stop]  # [b, n, d]
         b, n, d = keys.shape
         t = ts.query.shape[0]
@@ -236,33 +248,46 @@ class XPoolScorer:
         frames_g = self.frames_g[start:stop].reshape(b * n, d)  # [b, n, d] -> [b*n, d]
         tdot = (frames_g @ ts.target.T).view(b, n, t).to(self.acc)  # [b*n, t] -> [b, n, t]
         att_mix = torch.bmm(self.mix_t[start:stop], att)  # [b, m, n] @ [b, n, t] -> [b, m, t]
-        return self._finish(att, tdot, att_mix, ts, text_dim=1).T  # [b, t] -> [t, b]
+        return self._forms(att, tdot, att_mix)
+
+    # ------------------------------------------------------------------ public scoring
+    @torch.no_grad()
+    def score_block(self, text: TextFeatures, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Scores [t, b] of the texts against videos ``start:stop``."""
+        ts = self._text_state(text)
+        forms = self._block_forms(ts, start, self.num_videos if stop is None else stop)  # [b, F, t]
+        return self._finish(forms, ts, text_dim=1).T  # [b, t] -> [t, b]
 
     @torch.no_grad()
     def score(self, text: TextFeatures, chunk_size: int = 256, video_chunk_size: int | None = None) -> torch.Tensor:
         """All pairs: [T, V] scores in blocks of ``chunk_size`` texts x ``video_chunk_size`` videos.
 
-        ``video_chunk_size=None`` means blocks of ``VIDEO_BLOCK`` (128) videos.
+        ``video_chunk_size=None``: about ``PAIRS_PER_BLOCK`` pairs per block (512 videos for
+        256 texts). A block holds O(texts x videos x (n + m)) accum-dtype numbers, never x d;
+        the final per-pair algebra runs once per text chunk on its [V, F, t] forms.
         """
-        num_texts = len(text)
+        num_texts, num_videos = len(text), self.num_videos
         step = max(int(chunk_size), 1)
-        vstep = max(int(video_chunk_size or VIDEO_BLOCK), 1)
-        out = torch.empty(num_texts, self.num_videos, dtype=self.keys.dtype, device=self.keys.device)
-        for ts in range(0, num_texts, step):
-            part = text[ts : ts + step]
-            for vs in range(0, self.num_videos, vstep):
-                out[ts : ts + step, vs : vs + vstep] = self.score_block(part, vs, vs + vstep)
+        vstep = max(int(video_chunk_size or PAIRS_PER_BLOCK // max(min(step, num_texts), 1)), 1)
+        out = torch.empty(num_texts, num_videos, dtype=self.keys.dtype, device=self.keys.device)
+        for start in range(0, num_texts, step):
+            ts = self._text_state(text[start : start + step])
+            if vstep >= num_videos:
+                forms = self._block_forms(ts, 0, num_videos)  # [V, F, t]
+            else:
+                forms = torch.cat([self._block_forms(ts, vs, vs + vstep) for vs in range(0, num_videos, vstep)])
+            out[start : start + step] = self._finish(forms, ts, text_dim=1).T  # [V, t] -> [t, V]
         return out
 
     @torch.no_grad()
     def score_candidates(self, text: TextFeatures, candidates: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
         """Scores [T, k] of the pairs (t, candidates[t, i]) only, gathering the per-video tensors.
 
-        Same formulas (``_finish``) and per-video tensors as :meth:`score`; the two text-frame
-        contractions run as batched products over the gathered frames, so a score agrees with
-        :meth:`score` to the float32 rounding of those dot products (about 1e-7), not bitwise.
-        Texts go ``chunk_size`` at a time, fewer when needed to keep at most ``PAIR_BUDGET``
-        gathered pairs (two [pairs, n, d] tensors) in memory.
+        Same formulas (``_forms``, ``_finish``) and per-video tensors as :meth:`score`; the two
+        text-frame contractions run as batched products over the gathered frames, so a score
+        agrees with :meth:`score` to the float32 rounding of those dot products (about 1e-7),
+        not bitwise. Texts go ``chunk_size`` at a time, fewer when needed to keep at most
+        ``PAIR_BUDGET`` gathered pairs (two [pairs, n, d] tensors) in memory.
         """
         num_texts, k = candidates.shape
         out = torch.empty(num_texts, k, dtype=self.keys.dtype, device=self.keys.device)
@@ -274,5 +299,5 @@ class XPoolScorer:
             att = (dots * self.scale).softmax(dim=1).to(self.acc)  # [t, n, k]: softmax over frames
             tdot = torch.einsum("td,tknd->tnk", ts.target, self.frames_g[idx]).to(self.acc)  # [t, n, k]
             att_mix = torch.einsum("tnk,tkmn->tmk", att, self.mix_t[idx])  # gathered [t, k, m, n] -> [t, m, k]
-            out[start : start + step] = self._finish(att, tdot, att_mix, ts, text_dim=0)  # [t, k]
+            out[start : start + step] = self._finish(self._forms(att, tdot, att_mix), ts, text_dim=0)  # [t, k]
         return out
