@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             kept = (cand == t2v_idx[:, None]).any(dim=1).double().mean().item() * 100
             rows.append((f"k={k}" + (" (>= V: full)" if k >= num_videos else ""), dt, kept, sims))
         print(f"{cfg.dataset.name} test: {len(text)} texts, {num_videos} videos; checkpoint {opts['ckpt']}")
-        print("| protocol | t2v R@1 | t2v R@5 | t2v R@10 | t2v MnR | v2t R@1 | v2t R@5 | GT kept by prefilter (%) | time (s) |")
+        print(
+            "| protocol | t2v R@1 | t2v R@5 | t2v R@10 | t2v MnR | v2t R@1 | v2t R@5 | GT kept by prefilter (%) "
+            "| time (s) |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for name, dt, kept, sims in rows:
             a, b = t2v_metrics(sims, t2v_idx), v2t_metrics(sims, t2v_idx)

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from lsdo.data.annotations import AnnotationError
+from lsdo.data.reports import write_report
 from lsdo.errors import ConfigError, DataNotFoundError, LSDOUserError
 
 log = logging.getLogger(__name__)
@@ -253,15 +254,6 @@ def _resolve(root: Path, value: Any) -> Path | None:
     return p if p.is_absolute() else root / p
 
 
-def _report(out_dir: Path | None, name: str, lines: list[str]) -> str:
-    if out_dir is None:
-        return ""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    f = out_dir / name
-    f.write_text("\n".join(lines) + "\n")
-    return f"; full list in {f}"
-
-
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -336,7 +328,7 @@ def load_coco(dcfg: Any, report_dir: str | Path | None = None) -> ImageTextSplit
     missing = [i for i, p in enumerate(paths) if p is None]
     if missing:
         listed = [f"{images[i].image_id}\t{image_dir / images[i].candidates[0]}" for i in missing]
-        where = _report(Path(report_dir) if report_dir else None, f"missing_images_{name}.txt", listed)
+        where = write_report(Path(report_dir) if report_dir else None, f"missing_images_{name}.txt", listed)
         head = ", ".join(str(images[i].candidates[0]) for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
         msg = f"{label}: {len(missing)} of {len(images)} images are missing under {image_dir} ({head}){where}"
         if on_missing == "error":

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lsdo.data.annotations import NoSplitError, Record, group_by_video, load_annotations
 from lsdo.data.datamodule import EpochSampler, collate_eval
+from lsdo.data.reports import write_report
 from lsdo.data.transforms import build_transform
 from lsdo.data.video import VideoDecodeError, probe_video, sample_frames
 from lsdo.errors import ConfigError, DataNotFoundError
@@ -84,15 +85,6 @@ def _probe(path: Path, backend: str) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _report_file(out_dir: Path | None, name: str, lines: list[str]) -> str:
-    if out_dir is None:
-        return ""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    f = out_dir / name
-    f.write_text("\n".join(lines) + "\n")
-    return f"; full list in {f}"
-
-
 def preflight(
     name: str,
     split: str,
@@ -114,7 +106,7 @@ def preflight(
     missing = [i for i, p in enumerate(paths) if p is None]
     if missing:
         listed = [f"{ids[i]}\t{video_dir / files[i]}" for i in missing]
-        where = _report_file(report_dir, f"missing_videos_{split}.txt", listed)
+        where = write_report(report_dir, f"missing_videos_{split}.txt", listed)
         head = ", ".join(ids[i] for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
         msg = f"{name} {split}: {len(missing)} of {len(ids)} videos are missing under {video_dir} ({head}){where}"
         if on_missing == "error":
@@ -127,7 +119,7 @@ def preflight(
         bad = [(i, r) for i, r in zip(keep, reasons, strict=True) if r is not None]
         if bad:
             listed = [f"{ids[i]}\t{paths[i]}\t{r}" for i, r in bad]
-            where = _report_file(report_dir, f"corrupt_videos_{split}.txt", listed)
+            where = write_report(report_dir, f"corrupt_videos_{split}.txt", listed)
             head = "; ".join(f"{paths[i]}: {r}" for i, r in bad[:3]) + (" ..." if len(bad) > 3 else "")
             msg = f"{name} {split}: {len(bad)} of {len(keep)} video files cannot be decoded ({head}){where}"
             if on_corrupt == "error":

@@ -77,7 +77,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -460,7 +460,7 @@ class VideoIndex:
         except Exception:  # not installed as a distribution
             lsdo_version = None
         created = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "lsdo": lsdo_version,
             "torch": torch.__version__,
         }
