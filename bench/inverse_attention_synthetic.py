@@ -8,7 +8,7 @@ checkpoint, on the test split (60 videos x 8 uniformly sampled frames at the mod
 
 (a) **crop hit rate**: over the sampled frames where the small object is visible (at least half of its pixels shown,
     i.e. not covered by the large object), the percentage of frames in which some crop covers at least 50% of the
-    small object's shown pixels. The object's pixels are exact (:func:`small_object_track` replays the renderer's
+    small object's shown pixels. The object's pixels are exact (:func:`small_object_track` takes them from the renderer's
     random draws). Compared with the same rate for ``k`` **random boxes of the same sizes** (uniform positions inside
     the frame; the chance level of crops that large, averaged over ``draws`` draws) and for the g x g grid tiles.
     Also shown: crops per frame and their mean area (% of the frame): large crops hit by size alone.
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from lsdo.data import synthetic
-from lsdo.data.synthetic import BIG_KINDS, SMALL_COLOURS, SMALL_KINDS, SyntheticVideo, _shape_mask
+from lsdo.data.synthetic import SMALL_COLOURS, SMALL_KINDS, SyntheticVideo
 
 # ---------------------------------------------------------------------- the small object's exact pixels
 
@@ -80,47 +80,13 @@ def small_object_track(
 ) -> SmallObjectTrack:
     """The small object of ``synthetic.render(video, ...)`` (same arguments and defaults), pixel-exact.
 
-    Replays the renderer's random draws in the same order (noise, large object, small object, specks, then per frame
-    the small object's jitter when drawn), so the positions are the rendered ones, not estimates. The large object
-    is drawn after the small one: the pixels it covers are removed from ``pixels``.
+    Taken from the renderer itself (``render(..., details=True)``), so the positions are the rendered ones, not
+    estimates. The large object is drawn after the small one: the pixels it covers are not in ``pixels``.
     """
-    rng = np.random.default_rng(video.seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    rng.uniform(20, 90, size=3)  # background colour
-    rng.normal(0, 10, size=(num_frames, size, size, 3))  # noise (drawn only to keep the generator in step)
-    _, bs = BIG_KINDS[video.big]
-    big_r = size * rng.uniform(0.2, 0.26)
-    pos = rng.uniform(big_r, size - big_r, size=2)
-    vel = rng.uniform(-1, 1, size=2)
-    vel = vel / (np.linalg.norm(vel) + 1e-6) * size * rng.uniform(0.03, 0.06)
+    _, info = synthetic.render(video, num_frames, size, small_visible_frac, distractors, small_radius, details=True)
     sc, ss = SMALL_KINDS[video.small]
-    small_r = size * small_radius * rng.uniform(0.85, 1.15)
-    corner = rng.integers(0, 4)
-    margin = small_r + size * rng.uniform(0.02, 0.1, size=2)
-    cy = margin[0] if corner in (0, 1) else size - margin[0]
-    cx = margin[1] if corner in (0, 2) else size - margin[1]
-    n_vis = max(1, int(round(small_visible_frac * num_frames)))
-    shown = np.zeros(num_frames, bool)
-    shown[rng.choice(num_frames, n_vis, replace=False)] = True
-    rng.uniform(0, size, size=(distractors, 2))  # specks: positions, velocities, grey levels, radii
-    rng.normal(0, size * 0.02, size=(distractors, 2))
-    rng.uniform(110, 200, size=distractors)
-    rng.uniform(0.04, 0.07, size=distractors)
-
-    centres = np.full((num_frames, 2), np.nan)
-    drawn = np.zeros((num_frames, size, size), bool)
-    pixels = np.zeros((num_frames, size, size), bool)
-    for t in range(num_frames):
-        if shown[t]:
-            jy, jx = rng.normal(0, 0.5, size=2)
-            centres[t] = (cy + jy, cx + jx)
-            drawn[t] = _shape_mask(ss, yy, xx, cy + jy, cx + jx, small_r)
-        pixels[t] = drawn[t] & ~_shape_mask(bs, yy, xx, pos[0], pos[1], big_r)
-        pos = pos + vel
-        for a in range(2):
-            if pos[a] < big_r or pos[a] > size - big_r:
-                vel[a] = -vel[a]
-                pos[a] = np.clip(pos[a], big_r, size - big_r)
+    small_r, shown = float(info["small_radius"]), info["small_shown"]
+    centres, drawn, pixels = info["small_centres"], info["small_drawn"], info["small_pixels"]
     return SmallObjectTrack(ss, SMALL_COLOURS[sc], float(small_r), shown, centres, drawn, pixels)
 
 

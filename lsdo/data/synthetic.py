@@ -146,11 +146,17 @@ def render(
     small_visible_frac: float = 0.6,
     distractors: int = 3,
     small_radius: float = 0.07,
-) -> np.ndarray:
+    details: bool = False,
+) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render a video as uint8 frames [num_frames, 3, size, size].
 
     ``small_radius``: the small object's radius as a fraction of the frame side (+-15% per video);
     the large object's radius is 0.20-0.26 of the side.
+
+    ``details=True`` also returns where the small object is, pixel-exact: ``small_shown`` [T] (drawn
+    in frame t), ``small_centres`` [T, 2] (y, x; NaN where not drawn), ``small_drawn`` [T, H, W]
+    (its shape's pixels) and ``small_pixels`` [T, H, W] (those not covered by the large object,
+    which is drawn after it), ``small_radius`` (pixels).
     """
     rng = np.random.default_rng(video.seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -181,6 +187,9 @@ def render(
     speck_grey = rng.uniform(110, 200, size=distractors)
     speck_r = size * rng.uniform(0.04, 0.07, size=distractors)
 
+    centres = np.full((num_frames, 2), np.nan)
+    drawn = np.zeros((num_frames, size, size), bool)
+    pixels = np.zeros((num_frames, size, size), bool)
     for t in range(num_frames):
         f = frames[t]
         for k in range(distractors):
@@ -188,15 +197,28 @@ def render(
             f[_shape_mask("square", yy, xx, sy, sx, speck_r[k])] = speck_grey[k]
         if visible[t]:
             jy, jx = rng.normal(0, 0.5, size=2)
-            f[_shape_mask(ss, yy, xx, cy + jy, cx + jx, small_r)] = SMALL_COLOURS[sc]
-        f[_shape_mask(bs, yy, xx, pos[0], pos[1], big_r)] = BIG_COLOURS[bc]
+            centres[t] = (cy + jy, cx + jx)
+            drawn[t] = _shape_mask(ss, yy, xx, cy + jy, cx + jx, small_r)
+            f[drawn[t]] = SMALL_COLOURS[sc]
+        big = _shape_mask(bs, yy, xx, pos[0], pos[1], big_r)
+        pixels[t] = drawn[t] & ~big
+        f[big] = BIG_COLOURS[bc]
         pos = pos + vel
         for a in range(2):
             if pos[a] < big_r or pos[a] > size - big_r:
                 vel[a] = -vel[a]
                 pos[a] = np.clip(pos[a], big_r, size - big_r)
-    out = np.clip(frames, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # [T, H, W, 3] -> [T, 3, H, W]
+    out = np.ascontiguousarray(np.clip(frames, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2))  # [T,H,W,3]->[T,3,H,W]
+    if not details:
+        return out
+    info = {
+        "small_shown": visible,
+        "small_centres": centres,
+        "small_drawn": drawn,
+        "small_pixels": pixels,
+        "small_radius": np.float64(small_r),
+    }
+    return out, info
 
 
 def chance_r1(test_combos: int) -> float:
