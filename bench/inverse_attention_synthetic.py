@@ -8,8 +8,8 @@ checkpoint, on the test split (60 videos x 8 uniformly sampled frames at the mod
 
 (a) **crop hit rate**: over the sampled frames where the small object is visible (at least half of its pixels shown,
     i.e. not covered by the large object), the percentage of frames in which some crop covers at least 50% of the
-    small object's shown pixels. The object's pixels are exact (:func:`small_object_track` takes them from the renderer's
-    random draws). Compared with the same rate for ``k`` **random boxes of the same sizes** (uniform positions inside
+    small object's shown pixels. The object's pixels are exact (:func:`small_object_track` gets them from the renderer
+    itself). Compared with the same rate for ``k`` **random boxes of the same sizes** (uniform positions inside
     the frame; the chance level of crops that large, averaged over ``draws`` draws) and for the g x g grid tiles.
     Also shown: crops per frame and their mean area (% of the frame): large crops hit by size alone.
 (b) **retrieval**: text-to-video (and video-to-text) R@1 / R@5 of the 60 test captions, scored zero-shot: plain cosine

@@ -65,6 +65,25 @@ def run_module(module: str, *args: str, timeout: float = 300, env: dict | None =
     )
 
 
+def randomise_xpool(model, seed: int):
+    """Random X-Pool weights, biases and LayerNorm gains (identity init would hide bugs); returns the model."""
+    import math
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.xpool.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim == 2:  # d x d projections: identity-ish plus a random part
+                p.copy_(0.6 * torch.eye(*p.shape) + noise / math.sqrt(p.shape[1]))
+            elif "norm" in name and name.endswith("weight"):  # LayerNorm gains around 1
+                p.copy_(1.0 + 0.5 * noise)
+            else:  # biases (linear and LayerNorm)
+                p.copy_(0.3 * noise)
+    return model
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -8,11 +8,11 @@ hide a wrong map. The CLI runs in-process on a tiny synthetic export with a rand
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import randomise_xpool
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -30,29 +30,15 @@ V, N, T = 300, 6, 7  # 300 videos: not a multiple of the chunk sizes used below
 TINY = ["experiment=demo", "model.clip_cfg.vision_cfg.image_size=32"]
 
 
-def _randomise_xpool(model: LSDOModel, seed: int) -> LSDOModel:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.xpool.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if p.ndim == 2:  # d x d projections: identity-ish plus a random part
-                p.copy_(0.6 * torch.eye(*p.shape) + noise / math.sqrt(p.shape[1]))
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1.0 + 0.5 * noise)
-            else:
-                p.copy_(0.3 * noise)
-    return model
-
-
 @pytest.fixture(scope="module", params=["paper", "official"])
 def any_model(request: pytest.FixtureRequest) -> LSDOModel:
     extra = ["impl=official"] if request.param == "official" else []
-    return _randomise_xpool(build_model(compose(TINY + extra)).eval(), seed=1)
+    return randomise_xpool(build_model(compose(TINY + extra)).eval(), seed=1)
 
 
 @pytest.fixture(scope="module")
 def model() -> LSDOModel:
-    return _randomise_xpool(build_model(compose(TINY)).eval(), seed=1)
+    return randomise_xpool(build_model(compose(TINY)).eval(), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +234,7 @@ def test_fingerprint_mismatch_is_a_one_line_error(model: LSDOModel, data) -> Non
     video, text, ids = data
     index = VideoIndex.build(model, video[:20], ids[:20])
     assert index.fingerprint == model_fingerprint(model)
-    other = _randomise_xpool(build_model(compose(TINY)).eval(), seed=2)
+    other = randomise_xpool(build_model(compose(TINY)).eval(), seed=2)
     assert model_fingerprint(other) != index.fingerprint
     with pytest.raises(LSDOUserError, match="another model") as info:
         index.search(other, text)

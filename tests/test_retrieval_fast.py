@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from conftest import randomise_xpool
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -33,19 +34,6 @@ D = 512
 NUM_TEXTS, NUM_VIDEOS = 20, 13  # 13 videos: not divisible by the chunk sizes below
 
 
-def _randomise_xpool(model: LSDOModel, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.xpool.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if p.ndim == 2:  # d x d projections: identity-ish plus a random part
-                p.copy_(0.6 * torch.eye(*p.shape) + noise / math.sqrt(p.shape[1]))
-            elif "norm" in name and name.endswith("weight"):  # LayerNorm gains around 1
-                p.copy_(1.0 + 0.5 * noise)
-            else:  # biases (linear and LayerNorm)
-                p.copy_(0.3 * noise)
-
-
 _MODELS: dict[str, LSDOModel] = {}
 
 
@@ -53,7 +41,7 @@ def _model(impl: str) -> LSDOModel:
     if impl not in _MODELS:
         overrides = ["model=tiny", "variant=average"] + (["impl=official"] if impl == "official" else [])
         m = build_model(compose(overrides)).eval()
-        _randomise_xpool(m, seed=1 if impl == "paper" else 2)
+        randomise_xpool(m, seed=1 if impl == "paper" else 2)
         _MODELS[impl] = m
     return _MODELS[impl]
 

@@ -75,9 +75,7 @@ def resolve_video_path(video_dir: Path, video_file: str) -> Path | None:
 def _probe(path: Path, backend: str) -> str | None:
     """None if the video decodes, else the reason."""
     try:
-        if path.stat().st_size == 0:
-            return "zero-byte file"
-        probe_video(path, backend=backend)
+        probe_video(path, backend=backend)  # also reports zero-byte files
         return None
     except VideoDecodeError as exc:
         return str(exc)
