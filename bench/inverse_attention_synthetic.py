@@ -166,8 +166,14 @@ def load_encoder(ckpt: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     return encoder.clip.eval(), encoder.tokenize, saved
 
 
-def test_split(dcfg: dict[str, Any], size: int) -> tuple[list[SyntheticVideo], torch.Tensor, list[SmallObjectTrack]]:
-    """The test videos, their sampled frames uint8 [V, n, 3, S, S] and the small object on those frames."""
+def test_split(
+    dcfg: dict[str, Any], size: int, small_radius: float | None = None
+) -> tuple[list[SyntheticVideo], torch.Tensor, list[SmallObjectTrack]]:
+    """The test videos, their sampled frames uint8 [V, n, 3, size, size] and the small object on those frames.
+
+    ``size`` may exceed the encoder's input (high-resolution frames: the global view downsamples them, the crops are
+    taken from the full-resolution frame). ``small_radius`` (fraction of the frame side) defaults to the dataset's.
+    """
     from lsdo.data.sampling import segment_indices
 
     videos = synthetic.make_split(
@@ -182,7 +188,7 @@ def test_split(dcfg: dict[str, Any], size: int) -> tuple[list[SyntheticVideo], t
         "size": size,
         "small_visible_frac": float(dcfg["small_visible_frac"]),
         "distractors": int(dcfg["distractors"]),
-        "small_radius": float(dcfg.get("small_radius", 0.07)),
+        "small_radius": float(dcfg.get("small_radius", 0.07)) if small_radius is None else float(small_radius),
     }
     idx = segment_indices(args["num_frames"], int(dcfg["num_frames"]), "uniform")
     clips = np.stack([synthetic.render(v, **args)[idx] for v in videos])
@@ -277,6 +283,9 @@ ARGS = {
     "kernel": "LARD kernel in patches for the main rows (default 2; the 8x8 grid of the 64-px tiny model)",
     "ks": "comma-separated k of LARC (default 2,4,8)",
     "draws": "random-box draws per frame for the chance level (default 50)",
+    "scale": "frame side / the encoder's input side (default 1; e.g. 3 ~ a 640-px COCO image seen by a 224-px CLIP)",
+    "small_radius": "small object's radius / frame side (default: the training value / scale, i.e. the small object "
+    "keeps its training pixel size in the full frame and the global view shrinks it scale times)",
     "out": "optional JSON file for the results",
 }
 
@@ -303,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    videos, clips, tracks = test_split(dcfg, size)
+    scale = as_int(args, "scale", 1)
+    if scale < 1:
+        print("error: scale: expected an integer >= 1", file=sys.stderr)
+        return 2
+    small_radius = float(args.get("small_radius", float(dcfg.get("small_radius", 0.07)) / scale))
+    videos, clips, tracks = test_split(dcfg, size * scale, small_radius)
     captions = [v.captions[0] for v in videos]
     settings = [
         Setting("global only", "none"),
@@ -317,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     settings.append(Setting("inverse attention, default LARD kernel 3", "inverse_attention", k=4, kernel=3))
     print(
         f"checkpoint {args['ckpt']}: open_clip CLIP encoder only (plain cosine, max over frames x regions), "
-        f"{len(videos)} test videos x {clips.shape[1]} frames at {size} px; LARD kernel {kernel} patches"
+        f"{len(videos)} test videos x {clips.shape[1]} frames of {size * scale} px (encoder input {size} px; small "
+        f"object radius {small_radius:.3f} of the side = {small_radius * size * scale:.1f} px); LARD kernel {kernel} "
+        "patches"
     )
     visible = sum(int((tr.visible_fraction() >= 0.5).sum()) for tr in tracks)
     print(

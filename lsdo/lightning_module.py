@@ -91,8 +91,19 @@ class LSDOLitModule(L.LightningModule):
         for name, p in self.model.named_parameters():
             if p.requires_grad:
                 (clip_params if name.startswith("encoder.") else new_params).append(p)
-        groups = [{"params": clip_params, "lr": float(o.clip_lr)}, {"params": new_params, "lr": float(o.lr)}]
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=float(o.weight_decay))
+        wd = float(o.weight_decay)
+        groups = []
+        for params, lr in ((clip_params, float(o.clip_lr)), (new_params, float(o.lr))):
+            if bool(o.get("exclude_1d_from_decay", False)):
+                # open_clip's from-scratch recipe: no decay on biases, norm gains, logit scale.
+                decay, plain = [p for p in params if p.ndim >= 2], [p for p in params if p.ndim < 2]
+                groups += [
+                    {"params": decay, "lr": lr, "weight_decay": wd},
+                    {"params": plain, "lr": lr, "weight_decay": 0.0},
+                ]
+            else:  # the paper / X-Pool: AdamW decay on every parameter
+                groups.append({"params": params, "lr": lr, "weight_decay": wd})
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=wd)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(float(o.warmup_ratio) * total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))

@@ -21,6 +21,7 @@ TINY_OVERRIDES = [
     "logger=none",
     "trainer.max_epochs=1",
     "model.clip_cfg.vision_cfg.image_size=32",
+    "model.clip_cfg.vision_cfg.patch_size=8",  # a 4 x 4 patch grid (the demo's 16-px patches would give 2 x 2)
     "dataset.train_videos_per_combo=1",
     "dataset.val_combos=9",
     "dataset.test_combos=18",

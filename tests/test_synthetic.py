@@ -247,3 +247,38 @@ def test_large_only_oracle_stays_below_ten_times_chance(seed: int, test_combos: 
     assert mean_r1 < 10 * S.chance_r1(test_combos)
     # And the oracle is far above chance: the large object does carry information.
     assert mean_r1 > 5 * S.chance_r1(test_combos)
+
+
+def test_fresh_renders_are_new_videos_of_the_same_combination() -> None:
+    from omegaconf import OmegaConf
+
+    from lsdo.data.datamodule import ClipTrainDataset, FreshRenderTrainDataset, SyntheticDataModule
+
+    dcfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "val_combos": 2,
+            "test_combos": 9,
+            "train_videos_per_combo": 1,
+            "clip_len": 6,
+            "num_frames": 3,
+            "small_visible_frac": 0.8,
+            "distractors": 1,
+            "small_radius": 0.1,
+            "batch_size": 4,
+            "num_workers": 0,
+            "image_size": 32,
+            "fresh_renders": True,
+        }
+    )
+    dm = SyntheticDataModule(dcfg, image_size=32)
+    fresh = dm.train_dataloader().dataset
+    assert isinstance(fresh, FreshRenderTrainDataset)
+    videos, clips = dm._split("train")
+    fixed = ClipTrainDataset(clips, [v.captions for v in videos], 3)
+    a, b, c = fresh[(5, 123)], fresh[(5, 123)], fresh[(5, 124)]
+    assert torch.equal(a["frames"], b["frames"]) and a["caption"] == b["caption"]  # deterministic in the item seed
+    assert not torch.equal(a["frames"], c["frames"])  # another seed (epoch) -> another video
+    assert a["frames"].shape == fixed[(5, 123)]["frames"].shape == (3, 3, 32, 32)
+    assert not torch.equal(a["frames"], fixed[(5, 123)]["frames"])  # not the stored rendering
+    assert a["caption"] in videos[5].captions  # captions of the same combination

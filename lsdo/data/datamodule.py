@@ -103,6 +103,34 @@ class ClipEvalDataset(Dataset):
         return {"frames": normalize(self.clips[idx, self.frame_idx]), "captions": list(self.captions[idx])}
 
 
+class FreshRenderTrainDataset(Dataset):
+    """Training items rendered on the fly: every epoch shows *new* videos of the training combinations.
+
+    The procedural benchmark has unlimited data; ``dataset.fresh_renders=true`` uses it. Item ``idx`` is a
+    fresh rendering of training video ``idx``'s combination with the sampler's item seed (a function of
+    (seed, epoch, idx)), so a run stays deterministic and resumable. The fixed training videos (those
+    ``lsdo-synth`` exports) are never shown as such.
+    """
+
+    def __init__(self, videos: list[synthetic.SyntheticVideo], render_kw: dict[str, Any], num_frames: int) -> None:
+        self.videos, self.render_kw, self.num_frames = videos, render_kw, num_frames
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        idx, item_seed = key
+        rng = np.random.default_rng(item_seed)
+        v = self.videos[idx]
+        fresh = synthetic.SyntheticVideo(v.video_id, v.big, v.small, int(rng.integers(0, 2**62)), v.captions)
+        clip = torch.from_numpy(synthetic.render(fresh, **self.render_kw))  # [T, 3, H, W] uint8
+        frame_idx = segment_indices(clip.shape[0], self.num_frames, "rand", rng)
+        return {
+            "frames": normalize(clip[torch.from_numpy(frame_idx)]),
+            "caption": v.captions[int(rng.integers(len(v.captions)))],
+        }
+
+
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"frames": torch.stack([it["frames"] for it in items]), "captions": [it["caption"] for it in items]}
 
@@ -136,21 +164,20 @@ class SyntheticDataModule(L.LightningDataModule):
             videos = synthetic.make_split(
                 split, int(d.seed), int(d.val_combos), int(d.test_combos), int(d.train_videos_per_combo)
             )
-            clips = np.stack(
-                [
-                    synthetic.render(
-                        v,
-                        int(d.clip_len),
-                        self.size,
-                        float(d.small_visible_frac),
-                        int(d.distractors),
-                        float(d.get("small_radius", 0.07)),
-                    )
-                    for v in videos
-                ]
-            )
+            clips = np.stack([synthetic.render(v, **self.render_kw()) for v in videos])
             self.splits[split] = (videos, torch.from_numpy(clips))  # [V, T, 3, H, W] uint8
         return self.splits[split]
+
+    def render_kw(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`synthetic.render` for this dataset config."""
+        d = self.dcfg
+        return {
+            "num_frames": int(d.clip_len),
+            "size": self.size,
+            "small_visible_frac": float(d.small_visible_frac),
+            "distractors": int(d.distractors),
+            "small_radius": float(d.get("small_radius", 0.07)),
+        }
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test") if stage in (None, "fit") else ("test",):
@@ -171,6 +198,8 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         videos, clips = self._split("train")
+        if bool(self.dcfg.get("fresh_renders", False)):
+            return self._loader(FreshRenderTrainDataset(videos, self.render_kw(), int(self.dcfg.num_frames)), True)
         return self._loader(ClipTrainDataset(clips, [v.captions for v in videos], int(self.dcfg.num_frames)), True)
 
     def val_dataloader(self) -> DataLoader:

@@ -14,6 +14,7 @@ trained with QuickGELU (``openai``, ``metaclip_*``, ...) and for OpenAI-layout f
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -129,6 +130,7 @@ def create_clip(cfg: Any) -> tuple[nn.Module, Any]:
             vision_cfg=open_clip.model.CLIPVisionCfg(**kw["vision_cfg"]),
             text_cfg=open_clip.model.CLIPTextCfg(**kw["text_cfg"]),
             quick_gelu=kw.get("quick_gelu", False),
+            init_logit_scale=float(kw.get("init_logit_scale", math.log(1 / 0.07))),
         )
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=kw["text_cfg"]["context_length"])
         return clip, tokenizer
