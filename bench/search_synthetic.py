@@ -1,7 +1,7 @@
 """Search a folder of ``lsdo-synth`` videos with free text: how often is the captioned video rank 1?
 
     lsdo-synth --out /tmp/synth
-    python bench/search_synthetic.py ckpt=logs/demo/runs/<run>/checkpoints/best-epoch19.ckpt synth=/tmp/synth
+    python bench/search_synthetic.py ckpt=logs/demo/runs/<run>/checkpoints/best-epoch<N>.ckpt synth=/tmp/synth
 
 Builds an index of every video in ``<synth>/videos`` (train, val and test: 680 videos by default)
 with ``lsdo-index build``, then searches it with each test caption of ``MSRVTT_JSFUSION_test.csv``
