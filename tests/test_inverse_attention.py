@@ -211,6 +211,40 @@ def test_heatmap_full_vit_b32_shape() -> None:
     assert heat.shape == (1, 7, 7) and math.isclose(float(heat.sum()), 1.0, abs_tol=1e-5)
 
 
+def test_heatmap_modified_resnet_matches_attnpool_weights() -> None:
+    """CLIP RN tower: the attnpool query's attention, against torch's own need_weights=True for the same head."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    torch.manual_seed(0)
+    visual = ModifiedResNet(layers=(1, 1, 1, 1), output_dim=32, heads=4, image_size=128, width=8).eval()
+    pool = visual.attnpool
+    with torch.no_grad():  # a peaked head: random init gives near-uniform attention, which would test little
+        pool.q_proj.weight.mul_(30.0)
+        pool.k_proj.weight.mul_(30.0)
+    images = torch.randn(2, 3, 128, 128)
+    feats, heat = visual_forward_with_heatmap(visual, images)
+    assert torch.allclose(feats, visual(images), atol=1e-6)
+    assert heat.shape == (2, 4, 4)  # 128 / 32
+    seen: list[torch.Tensor] = []
+    hook = pool.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    with torch.no_grad():
+        visual(images)
+        hook.remove()
+        x = seen[0].flatten(2).permute(2, 0, 1)  # [B, C, H, W] -> [HW, B, C], as the head does
+        x = torch.cat([x.mean(dim=0, keepdim=True), x]) + pool.positional_embedding[:, None]
+        _, w = F.multi_head_attention_forward(
+            x, x, x, x.shape[-1], pool.num_heads, None,
+            torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]), None, None, False, 0.0,
+            pool.c_proj.weight, pool.c_proj.bias, training=False, need_weights=True, use_separate_proj_weight=True,
+            q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+        )  # fmt: skip
+    ref = w[:, 0, 1:]  # [B, 1+HW, 1+HW] head-averaged -> the query token's row, positions only
+    assert ref.max() > 2.5 * ref.mean()  # the constructed head is not uniform
+    assert torch.allclose(heat.flatten(1), ref / ref.sum(-1, keepdim=True), atol=1e-5)
+    with pytest.raises(ValueError, match="rollout.*transformer trunk"):
+        attention_heatmap(visual, images, "rollout")
+
+
 def test_heatmap_timm_attention_pool_matches_module_softmax(monkeypatch) -> None:
     """SigLIP-style tower (timm ViT with a 'map' latent-query pool): the pool's own softmax is the reference."""
     pytest.importorskip("timm")

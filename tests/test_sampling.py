@@ -364,3 +364,39 @@ def test_build_datamodule_missing_real_data(tmp_path: Path) -> None:
     assert "data/README.md" in msg
     assert isinstance(err.value, LSDOUserError)
     assert "\n" not in msg  # a one-line user error
+
+
+def test_epoch_sampler_hard_negative_runs() -> None:
+    """3 groups x 4 keys x 3 items, runs of 4: every aligned run of 4 is one group with 4 distinct keys."""
+    groups = [i // 12 for i in range(36)]
+    keys = [(i // 12, (i // 3) % 4) for i in range(36)]
+    s = EpochSampler(36, seed=5, groups=groups, keys=keys, group_size=4)
+    s.set_epoch(2)
+    order = [i for i, _ in s]
+    assert sorted(order) == list(range(36))  # each item once per epoch
+    for j in range(0, 36, 4):
+        run = order[j : j + 4]
+        assert len({groups[i] for i in run}) == 1, run
+        assert len({keys[i] for i in run}) == 4, run  # no combination twice: no false negatives
+    assert [groups[i] for i in order[::4]] != sorted(groups[i] for i in order[::4])  # runs in random order
+    assert list(s) == list(s) and order != [i for i, _ in EpochSampler(36, 5, groups=groups, keys=keys, group_size=4)]
+    # uneven groups: runs shorter than group_size where a round runs out, still every item once
+    groups2 = [0] * 7 + [1] * 5
+    s2 = EpochSampler(12, seed=0, groups=groups2, keys=list(range(12)), group_size=4)
+    assert sorted(i for i, _ in s2) == list(range(12))
+    with pytest.raises(ValueError, match="one group"):
+        EpochSampler(12, seed=0, groups=[0] * 5, group_size=4)
+    with pytest.raises(ValueError, match=">= 0"):
+        EpochSampler(12, seed=0, groups=groups2, group_size=-1)
+
+
+def test_epoch_sampler_hard_negative_runs_stay_whole_across_ranks(monkeypatch) -> None:
+    groups = [i // 8 for i in range(32)]
+    per_rank = []
+    for rank in range(2):
+        s = EpochSampler(32, seed=1, groups=groups, keys=list(range(32)), group_size=4)
+        monkeypatch.setattr(s, "_rank", lambda rank=rank: (rank, 2))
+        per_rank.append([i for i, _ in s])
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(32))  # the ranks partition the epoch
+    for mine in per_rank:
+        assert all(len({groups[i] for i in mine[j : j + 4]}) == 1 for j in range(0, 16, 4))

@@ -282,3 +282,49 @@ def test_fresh_renders_are_new_videos_of_the_same_combination() -> None:
     assert a["frames"].shape == fixed[(5, 123)]["frames"].shape == (3, 3, 32, 32)
     assert not torch.equal(a["frames"], fixed[(5, 123)]["frames"])  # not the stored rendering
     assert a["caption"] in videos[5].captions  # captions of the same combination
+
+
+def test_hard_negative_batches_share_the_large_object() -> None:
+    from omegaconf import OmegaConf
+
+    from lsdo.data.datamodule import SyntheticDataModule
+
+    base = {
+        "seed": 0,
+        "val_combos": 2,
+        "test_combos": 9,
+        "train_videos_per_combo": 2,
+        "clip_len": 4,
+        "num_frames": 2,
+        "small_visible_frac": 0.8,
+        "distractors": 0,
+        "small_radius": 0.1,
+        "batch_size": 8,
+        "num_workers": 0,
+        "image_size": 16,
+        "fresh_renders": True,
+    }
+    dm = SyntheticDataModule(OmegaConf.create({**base, "hard_negative_group": 4}), image_size=16)
+    loader = dm.train_dataloader()
+    videos = dm._split("train")[0]
+    order = [i for i, _ in loader.sampler]
+    # runs of 4 consecutive items: one large kind, four different combinations; a kind's last run can be short
+    # (38 items per kind here: 9 full runs + 2) and the short runs come last, so the first 9 * 9 windows are full
+    runs = [order[j : j + 4] for j in range(0, 4 * 81, 4)]
+    assert all(len({videos[i].big for i in r}) == 1 and len({videos[i].small for i in r}) == 4 for r in runs), runs
+    plain = [i for i, _ in SyntheticDataModule(OmegaConf.create(base), image_size=16).train_dataloader().sampler]
+    same_big = lambda o: sum(videos[a].big == videos[b].big for a, b in zip(o[:-1], o[1:], strict=True))  # noqa: E731
+    assert same_big(order) > 2 * same_big(plain)
+    assert sorted(order) == sorted(plain) == list(range(len(videos)))
+
+
+def test_hard_negative_group_refused_on_real_datasets(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from lsdo.data.video_datamodule import VideoDataModule
+
+    dm = VideoDataModule.__new__(VideoDataModule)
+    dm.dcfg = OmegaConf.create({"name": "msrvtt", "batch_size": 2, "num_workers": 0, "hard_negative_group": 4})
+    dm.seed = 0
+    with pytest.raises(ValueError, match="hard_negative_group.*synthetic.*msrvtt"):
+        dm._loader(torch.utils.data.TensorDataset(torch.zeros(4)), True)

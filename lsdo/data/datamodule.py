@@ -39,12 +39,58 @@ REAL_DATASETS = {
 class EpochSampler(Sampler):
     """Shuffles indices with a generator seeded by (seed, epoch); yields (index, item_seed).
 
+    ``group_size > 0`` (hard-negative batches): the shuffled order is made of runs of up to ``group_size`` items
+    of the same group (synthetic benchmark: the large object's kind) with distinct ``keys`` (the combination),
+    so a batch holds several videos that differ only in their small objects.
+
     Sharded across ranks when torch.distributed is initialised (each rank takes every
     world_size-th item of the same permutation, padded to equal length).
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        groups: list[int] | None = None,
+        keys: list[Any] | None = None,
+        group_size: int = 0,
+    ) -> None:
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        if group_size < 0:
+            raise ValueError(f"hard-negative group size must be >= 0, got {group_size}")
+        if group_size and (groups is None or len(groups) != size or (keys is not None and len(keys) != size)):
+            raise ValueError("hard-negative grouping needs one group (and key) per item")
+        self.item_groups, self.item_keys, self.group_size = groups, keys, int(group_size)
+
+    def _grouped_order(self, rng: np.random.Generator) -> np.ndarray:
+        """Runs of ``group_size`` items of one group with distinct keys, the runs in random order.
+
+        Each run takes one item from each of the ``group_size`` keys of its group with the most items left
+        (random tie-break), so a run never repeats a key (no false negatives from one combination twice),
+        every run but a group's last is full, and every item appears exactly once per epoch. The full runs come
+        first (in random order), the short ones last, so with a batch size that is a multiple of ``group_size``
+        every batch but the last ones is made of whole runs.
+        """
+        groups = self.item_groups
+        assert groups is not None
+        keys = self.item_keys if self.item_keys is not None else list(range(self.size))
+        runs: list[list[int]] = []
+        for g in sorted(set(groups)):
+            left: dict[Any, list[int]] = {}
+            for i in (int(j) for j in rng.permutation(self.size)):
+                if groups[i] == g:
+                    left.setdefault(keys[i], []).append(i)
+            while left:
+                names = list(left)
+                tie = rng.random(len(names))
+                take = sorted(range(len(names)), key=lambda n: (-len(left[names[n]]), tie[n]))[: self.group_size]
+                runs.append([left[names[n]].pop() for n in take])
+                left = {k: v for k, v in left.items() if v}
+        full = [r for r in runs if len(r) == self.group_size]
+        short = [r for r in runs if len(r) < self.group_size]  # at the end: the full runs stay batch-aligned
+        ordered = [run for part in (full, short) for k in rng.permutation(len(part)) for run in (part[int(k)],)]
+        return np.array([i for run in ordered for i in run], dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -60,12 +106,17 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
+        if self.group_size and self.shuffle:
+            order = self._grouped_order(rng)
+        else:
+            order = rng.permutation(self.size) if self.shuffle else np.arange(self.size)
         item_seeds = rng.integers(0, 2**62, size=self.size)
         rank, world = self._rank()
         total = len(self) * world
         order = np.concatenate([order, order[: total - self.size]]) if total > self.size else order
-        for i in order[rank::world]:
+        # grouped: each rank takes a contiguous slice, so the runs stay together; else every world-th item
+        mine = order[rank * len(self) : (rank + 1) * len(self)] if self.group_size else order[rank::world]
+        for i in mine:
             yield int(i), int(item_seeds[i])
 
 
@@ -192,7 +243,16 @@ class SyntheticDataModule(L.LightningDataModule):
             "persistent_workers": int(d.num_workers) > 0,
         }
         if train:
-            kw["sampler"] = EpochSampler(len(dataset), self.seed, shuffle=True)
+            group = int(d.get("hard_negative_group", 0))
+            videos = self._split("train")[0]
+            kw["sampler"] = EpochSampler(
+                len(dataset),
+                self.seed,
+                shuffle=True,
+                groups=[v.big for v in videos] if group else None,
+                keys=[(v.big, v.small) for v in videos] if group else None,
+                group_size=group,
+            )
             kw["drop_last"] = True
         return DataLoader(dataset, **kw)
 

@@ -302,6 +302,11 @@ class VideoDataModule(L.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
         if train:
+            if int(d.get("hard_negative_group", 0)):
+                raise ValueError(
+                    f"dataset.hard_negative_group: only the synthetic benchmark has the object kinds to group "
+                    f"batches by; dataset={d.name} takes 0"
+                )
             kw["sampler"] = EpochSampler(len(dataset), self.seed, shuffle=True)
             kw["drop_last"] = True
         return DataLoader(dataset, **kw)

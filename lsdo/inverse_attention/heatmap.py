@@ -17,6 +17,10 @@ Supported towers (``images`` are already resized and normalised for the tower):
   ``pool_type``: ``'tok'`` (class token; the paper's CLIP case) -> the last block's class-token attention to the
   patch tokens, averaged over heads; ``'avg'`` -> the mean over patch queries of their attention to the patches.
   With an attention-pool head (``attn_pool``, CoCa-style) the head's query attention to the patches is used.
+* open_clip ``ModifiedResNet`` (OpenAI CLIP ``RN50`` ... and small from-scratch ResNet towers): the embedding is the
+  output of its ``attnpool`` head for the query token (the mean of the final feature map's positions); heatmap = that
+  query's attention to the final feature map's positions (grid = image / 32), averaged over heads. Attention
+  rollout needs a transformer trunk and is refused for this tower.
 * open_clip ``TimmModel`` whose timm ViT trunk pools with a latent-query attention head (``global_pool='map'``,
   timm ``AttentionPoolLatent``): the SigLIP towers of open_clip (``ViT-B-16-SigLIP`` ...). Heatmap = that head's
   query attention to the patch tokens, averaged over heads (and queries).
@@ -36,6 +40,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 from open_clip.transformer import AttentionalPooler, VisionTransformer
 from torch import nn
 
@@ -116,6 +121,43 @@ def _timm_pool_probs(pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(q @ k.transpose(-1, -2) * pool.scale, dim=-1)
 
 
+def _resnet_pool_probs(pool: AttentionPool2d, x: torch.Tensor) -> torch.Tensor:
+    """open_clip AttentionPool2d for its input x [B, C, H, W]: the query token's attention [B, h, 1 + H*W].
+
+    Recomputes the head's own steps: positions flattened, their mean prepended as the query token, positional
+    embedding added, then softmax(q k^T / sqrt(dh)) of that token against all 1 + H*W tokens.
+    """
+    b, c, h, w = x.shape
+    t = x.reshape(b, c, h * w).transpose(1, 2)  # [B, C, H, W] -> [B, HW, C]
+    t = torch.cat([t.mean(dim=1, keepdim=True), t], dim=1) + pool.positional_embedding.to(t.dtype)  # [B, 1+HW, C]
+    q = _split_heads(pool.q_proj(t[:, :1]), pool.num_heads).float()  # [B, h, 1, dh]
+    k = _split_heads(pool.k_proj(t), pool.num_heads).float()  # [B, h, 1+HW, dh]
+    return torch.softmax(q @ k.transpose(-1, -2) * (c // pool.num_heads) ** -0.5, dim=-1)[:, :, 0]
+
+
+def _resnet_forward_with_heatmap(
+    visual: ModifiedResNet, images: torch.Tensor, method: HeatmapMethod
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ModifiedResNet: features [B, d] and the attnpool query's head-averaged attention [B, H/32, W/32]."""
+    if method != "attention":
+        raise ValueError(
+            f"inverse-attention heatmap: method={method!r} needs a transformer trunk; a ModifiedResNet (CLIP RN) "
+            "tower has one attention layer, its attnpool head: use method='attention'"
+        )
+    capture = _InputCapture([visual.attnpool])
+    try:
+        features = visual(images)
+    finally:
+        capture.remove()
+    x = capture.inputs[0]
+    if x is None:
+        raise RuntimeError("inverse-attention heatmap: the ResNet's attnpool did not run during the forward pass")
+    with torch.no_grad():
+        heat = _resnet_pool_probs(visual.attnpool, x).mean(dim=1)[:, 1:]  # heads averaged, query column dropped
+        heat = heat / heat.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return features, heat.reshape(-1, x.shape[-2], x.shape[-1])  # [B, HW] -> [B, H, W]
+
+
 # ------------------------------------------------------------------ tower description
 @dataclass
 class _Tower:
@@ -178,7 +220,8 @@ def _describe(visual: nn.Module) -> _Tower:
         )
     raise TypeError(
         f"inverse-attention heatmap: unsupported visual tower {type(visual).__name__}; supported: open_clip "
-        "VisionTransformer (class token / avg / attention pool) and open_clip TimmModel with a timm 'map' "
+        "VisionTransformer (class token / avg / attention pool), ModifiedResNet (CLIP RN, attnpool) and "
+        "open_clip TimmModel with a timm 'map' "
         "attention-pool ViT (SigLIP)"
     )
 
@@ -228,6 +271,8 @@ def visual_forward_with_heatmap(
     """
     if method not in HEATMAP_METHODS:
         raise ValueError(f"heatmap method must be one of {HEATMAP_METHODS}, got {method!r}")
+    if isinstance(visual, ModifiedResNet):
+        return _resnet_forward_with_heatmap(visual, images, method)
     tower = _describe(visual)
     watched = list(tower.blocks) if method == "rollout" else [] if tower.readout == "pool" else [tower.blocks[-1]]
     pool_modules = [p for p, _ in tower.pools]
