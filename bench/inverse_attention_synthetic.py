@@ -324,7 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         Setting("grid 2x2", "grid", grid=2),
         Setting("grid 3x3", "grid", grid=3),
     ]
-    for heat in ("attention", "rollout"):
+    from lsdo.inverse_attention.heatmap import attention_heatmap
+
+    heatmaps = ["attention"]
+    try:  # rollout needs a transformer trunk (a CLIP ResNet tower has one attention layer: its attnpool head)
+        attention_heatmap(model.visual.eval(), torch.zeros(1, 3, size, size), "rollout")
+        heatmaps.append("rollout")
+    except ValueError as exc:
+        print(f"note: no rollout rows: {exc}")
+    for heat in heatmaps:
         settings += [
             Setting(f"inverse attention ({heat})", "inverse_attention", k=k, heatmap=heat, kernel=kernel) for k in ks
         ]

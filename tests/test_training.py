@@ -55,6 +55,22 @@ def test_fast_dev_run_every_preset(experiment: str, impl: str, variant: str, tmp
     assert json.loads((run_dir / "metrics.json").read_text())["test"] == test
 
 
+@pytest.mark.parametrize("variant", ["average", "regions"])
+def test_fast_dev_run_demo_resnet_tower(variant: str, tmp_path: Path) -> None:
+    """The demo preset as shipped: its tiny CLIP ModifiedResNet tower at 64 px (attnpool heatmap 2 x 2)."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    data = [o for o in TINY_OVERRIDES if o.startswith("dataset.")]
+    cfg = compose(["experiment=demo", *data, "logger=none", "debug=fast_dev_run", f"variant={variant}",
+                   f"paths.log_dir={tmp_path}"])  # fmt: skip
+    assert cfg.model.name == "tiny_resnet"
+    results = run(cfg)
+    assert 0.0 <= results["test"]["t2v/R1"] <= 100.0
+    from lsdo.model import build_model
+
+    assert isinstance(build_model(cfg).encoder.clip.visual, ModifiedResNet)
+
+
 def test_training_logs_lambda_theta_and_checkpoints(cfg_tiny, tmp_path: Path) -> None:
     with open_dict(cfg_tiny):
         cfg_tiny.variant = compose(["variant=single"]).variant
