@@ -18,7 +18,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 # Tiny, fast, CPU-only: 32-pixel frames, 4 frames per video, a few dozen videos.
 TINY_OVERRIDES = [
     "experiment=demo",
-    "model=tiny",  # the tests' tower: the tiny ViT (fast; a patch grid for the heatmaps). The demo's ResNet: its own test
+    "model=tiny",  # tests use the tiny ViT (fast; a patch grid for heatmaps); the demo ResNet has its own test
     "logger=none",
     "trainer.max_epochs=1",
     "model.clip_cfg.vision_cfg.image_size=32",

@@ -318,7 +318,7 @@ def test_hard_negative_batches_share_the_large_object() -> None:
     assert sorted(order) == sorted(plain) == list(range(len(videos)))
 
 
-def test_hard_negative_group_refused_on_real_datasets(tmp_path) -> None:
+def test_synthetic_only_keys_are_reported_on_file_datasets(caplog) -> None:
     from omegaconf import OmegaConf
 
     from lsdo.data.video_datamodule import VideoDataModule
@@ -326,5 +326,8 @@ def test_hard_negative_group_refused_on_real_datasets(tmp_path) -> None:
     dm = VideoDataModule.__new__(VideoDataModule)
     dm.dcfg = OmegaConf.create({"name": "msrvtt", "batch_size": 2, "num_workers": 0, "hard_negative_group": 4})
     dm.seed = 0
-    with pytest.raises(ValueError, match="hard_negative_group.*synthetic.*msrvtt"):
-        dm._loader(torch.utils.data.TensorDataset(torch.zeros(4)), True)
+    with caplog.at_level("WARNING"):
+        loader = dm._loader(torch.utils.data.TensorDataset(torch.zeros(4)), True)
+    assert "dataset.hard_negative_group: only the in-memory synthetic benchmark" in caplog.text
+    assert "ignored for dataset=msrvtt" in caplog.text
+    assert loader.sampler.group_size == 0  # plain shuffling

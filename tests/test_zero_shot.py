@@ -454,3 +454,18 @@ def test_synthetic_bench_runs_on_a_checkpoint(tmp_path: Path, capsys) -> None:
     assert "| global only |" in printed and "inverse attention (rollout)" in printed
     results = json.loads(out.read_text())["results"]
     assert [r["setting"]["method"] for r in results][:3] == ["none", "grid", "grid"]
+
+
+def test_synthetic_bench_renderings_and_argument_errors(tmp_path: Path, capsys) -> None:
+    bench = _bench("inverse_attention_synthetic")
+    dcfg = {"seed": 0, "val_combos": 20, "test_combos": 60, "train_videos_per_combo": 1, "clip_len": 6,
+            "num_frames": 3, "small_visible_frac": 0.8, "distractors": 2, "small_radius": 0.1}  # fmt: skip
+    v0, c0, t0 = bench.test_split(dcfg, 32)
+    v1, c1, t1 = bench.test_split(dcfg, 32, rendering=1)
+    assert [(a.big, a.small, a.captions) for a in v0] == [(b.big, b.small, b.captions) for b in v1]  # same queries
+    assert c0.shape == c1.shape == (60, 3, 3, 32, 32) and not torch.equal(c0, c1)  # new videos
+    assert torch.equal(bench.test_split(dcfg, 32, rendering=1)[1], c1)  # deterministic
+    ckpt = _fake_checkpoint(tmp_path)
+    for bad, msg in (("renders=0", "renders: expected an integer >= 1"), ("scale=0", "scale: expected an integer")):
+        assert bench.main([f"ckpt={ckpt}", bad]) == 2
+        assert msg in capsys.readouterr().err

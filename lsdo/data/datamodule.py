@@ -120,6 +120,13 @@ class EpochSampler(Sampler):
             yield int(i), int(item_seeds[i])
 
 
+def _train_item(clip: torch.Tensor, captions: tuple[str, ...], num_frames: int, rng: np.random.Generator) -> dict:
+    """One training item from a uint8 clip [T, 3, H, W]: a random frame per segment, a random caption."""
+    frame_idx = segment_indices(clip.shape[0], num_frames, "rand", rng)
+    caption = captions[int(rng.integers(len(captions)))]
+    return {"frames": normalize(clip[torch.from_numpy(frame_idx)]), "caption": caption}
+
+
 class ClipTrainDataset(Dataset):
     """Training items from pre-rendered uint8 clips [V, T, 3, H, W]: random frame per segment."""
 
@@ -131,13 +138,7 @@ class ClipTrainDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         idx, item_seed = key
-        rng = np.random.default_rng(item_seed)
-        frame_idx = segment_indices(self.clips.shape[1], self.num_frames, "rand", rng)
-        caps = self.captions[idx]
-        return {
-            "frames": normalize(self.clips[idx, torch.from_numpy(frame_idx)]),
-            "caption": caps[int(rng.integers(len(caps)))],
-        }
+        return _train_item(self.clips[idx], self.captions[idx], self.num_frames, np.random.default_rng(item_seed))
 
 
 class ClipEvalDataset(Dataset):
@@ -175,11 +176,7 @@ class FreshRenderTrainDataset(Dataset):
         v = self.videos[idx]
         fresh = synthetic.SyntheticVideo(v.video_id, v.big, v.small, int(rng.integers(0, 2**62)), v.captions)
         clip = torch.from_numpy(synthetic.render(fresh, **self.render_kw))  # [T, 3, H, W] uint8
-        frame_idx = segment_indices(clip.shape[0], self.num_frames, "rand", rng)
-        return {
-            "frames": normalize(clip[torch.from_numpy(frame_idx)]),
-            "caption": v.captions[int(rng.integers(len(v.captions)))],
-        }
+        return _train_item(clip, v.captions, self.num_frames, rng)
 
 
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:

@@ -302,10 +302,13 @@ class VideoDataModule(L.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
         if train:
-            if int(d.get("hard_negative_group", 0)):
-                raise ValueError(
-                    f"dataset.hard_negative_group: only the synthetic benchmark has the object kinds to group "
-                    f"batches by; dataset={d.name} takes 0"
+            synthetic_only = [k for k in ("hard_negative_group", "fresh_renders") if d.get(k)]
+            if synthetic_only:  # e.g. experiment=demo with dataset=msrvtt: keys the in-memory benchmark uses
+                log.warning(
+                    "dataset.%s: only the in-memory synthetic benchmark (dataset=synthetic) uses this; ignored "
+                    "for dataset=%s (plain shuffled batches of the files)",
+                    "/".join(synthetic_only),
+                    d.name,
                 )
             kw["sampler"] = EpochSampler(len(dataset), self.seed, shuffle=True)
             kw["drop_last"] = True
