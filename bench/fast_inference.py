@@ -4,7 +4,7 @@
     python bench/fast_inference.py --part a --videos-a 20000 --full-batch 0
     python bench/fast_inference.py --part b --nlist 1024 --nprobe 8 32
 
-Model: ``experiment=demo`` (the tiny random-init encoder; its LSDO / X-Pool heads are paper
+Model: ``experiment=demo model=tiny`` (the tiny random-init encoder; its LSDO / X-Pool heads are paper
 size, d = 512), impl ``--impl`` (paper). Only the retrieval is timed: the queries are random
 ``TextFeatures`` (text encoding, ~10-20 ms per query for CLIP ViT-B/32 on CPU, is not included),
 each query's target drawn near one video's mean frame so the prefilter has a real neighbourhood.
@@ -118,7 +118,9 @@ def queries(means_of: Callable[[torch.Tensor], torch.Tensor], num_videos: int, c
 
 def build_model_for(impl: str) -> LSDOModel:
     extra = ["impl=official"] if impl == "official" else []
-    return build_model(compose(["experiment=demo", "model.clip_cfg.vision_cfg.image_size=32", *extra])).eval()
+    return build_model(
+        compose(["experiment=demo", "model=tiny", "model.clip_cfg.vision_cfg.image_size=32", *extra])
+    ).eval()
 
 
 def row(name: str, secs: Timings, ref: float | None = None, extra: str = "") -> str:

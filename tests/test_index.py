@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(120)
 
 D = 512
 V, N, T = 300, 6, 7  # 300 videos: not a multiple of the chunk sizes used below
-TINY = ["experiment=demo", "model.clip_cfg.vision_cfg.image_size=32"]
+TINY = ["experiment=demo", "model=tiny", "model.clip_cfg.vision_cfg.image_size=32"]
 
 
 @pytest.fixture(scope="module", params=["paper", "official"])

@@ -261,6 +261,7 @@ def test_fast_dev_run_trains_one_step(tmp_path: Path) -> None:
         sys.executable,
         str(ROOT / "train.py"),
         "experiment=demo",
+        "model=tiny",  # the ViT tower's 4 x 4 patch grid at 32 px (the demo ResNet: test_training.py)
         "variant=regions",
         "debug=fast_dev_run",
         "logger=none",

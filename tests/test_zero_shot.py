@@ -351,6 +351,7 @@ def _fake_checkpoint(tmp_path: Path) -> Path:
     cfg = compose(
         [
             "experiment=demo",
+            "model=tiny",
             "logger=none",
             "model.clip_cfg.vision_cfg.image_size=32",
             "dataset.val_combos=9",
