@@ -89,7 +89,7 @@ class EpochSampler(Sampler):
                 left = {k: v for k, v in left.items() if v}
         full = [r for r in runs if len(r) == self.group_size]
         short = [r for r in runs if len(r) < self.group_size]  # at the end: the full runs stay batch-aligned
-        ordered = [run for part in (full, short) for k in rng.permutation(len(part)) for run in (part[int(k)],)]
+        ordered = [part[int(k)] for part in (full, short) for k in rng.permutation(len(part))]
         return np.array([i for run in ordered for i in run], dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:
@@ -241,13 +241,13 @@ class SyntheticDataModule(L.LightningDataModule):
         }
         if train:
             group = int(d.get("hard_negative_group", 0))
-            videos = self._split("train")[0]
+            videos = self._split("train")[0] if group else []  # hard negatives: group by the large object's kind
             kw["sampler"] = EpochSampler(
                 len(dataset),
                 self.seed,
                 shuffle=True,
-                groups=[v.big for v in videos] if group else None,
-                keys=[(v.big, v.small) for v in videos] if group else None,
+                groups=[v.big for v in videos] or None,
+                keys=[(v.big, v.small) for v in videos] or None,
                 group_size=group,
             )
             kw["drop_last"] = True
