@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 def main(argv: list[str] | None = None) -> int:
     from lsdo.cli import run_plain
     from lsdo.data import build_datamodule
-    from lsdo.evaluate import load_checkpoint, rebuild
+    from lsdo.checkpoint import load_checkpoint
+    from lsdo.evaluate import rebuild
     from lsdo.model import TextFeatures
     from lsdo.model.encoder import image_size_of
     from lsdo.retrieval import fast_similarity, prefilter_scores, similarity_matrix

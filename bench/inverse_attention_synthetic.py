@@ -159,10 +159,10 @@ class Setting:
 
 def load_encoder(ckpt: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """(the checkpoint's open_clip model, tokenizer, saved config)."""
-    from lsdo.evaluate import load_checkpoint, rebuild
+    from lsdo.checkpoint import load_model
 
-    saved, state_dict = load_checkpoint(ckpt)
-    encoder = rebuild(saved, state_dict).model.encoder
+    model, saved = load_model(ckpt)
+    encoder = model.encoder
     return encoder.clip.eval(), encoder.tokenize, saved
 
 

@@ -29,7 +29,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lsdo.evaluate import load_checkpoint, rebuild
+    from lsdo.checkpoint import load_model
     from lsdo.retrieval.index import VideoIndex
     from lsdo.retrieval.search_cli import index_main
 
@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc:
             return rc
         print(f"index built in {time.perf_counter() - t0:.1f} s")
-    saved, state = load_checkpoint(args["ckpt"])
-    model = rebuild(saved, state).model.eval()
+    model, _ = load_model(args["ckpt"])
     index = VideoIndex.load(out)
     import json
 

@@ -9,22 +9,36 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from lsdo.config import CONFIG_DIR, register_resolvers
 from lsdo.errors import LSDOUserError
+
+
+def one_copy_of_each_log_line() -> None:
+    """Lightning's loggers print through Hydra's root handler only (they had handlers of their own too)."""
+    import lightning  # noqa: F401  (importing it installs the handlers removed below)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Report user errors as one line on stderr and exit 2 (no traceback)."""
 
     def wrapper(cfg: DictConfig) -> Any:
-        # Hydra's root handler already prints Lightning's messages: drop Lightning's own copy.
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).handlers.clear()
+        one_copy_of_each_log_line()
         try:
             return fn(cfg)
         except LSDOUserError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except (MissingMandatoryValue, InterpolationResolutionError) as exc:
+            # A config value the user left out (???) or an interpolation that cannot resolve.
+            key = getattr(exc, "full_key", None) or ""
+            print(f"error: {key + ': ' if key else ''}{str(exc).splitlines()[0]}", file=sys.stderr)
             sys.exit(2)
 
     wrapper.__name__ = fn.__name__

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,10 +27,17 @@ def _pick(key: str, *choices: str) -> float | str:
         return value
 
 
+# A token drawn once per process: run directories named by the second alone collided when two
+# runs started in the same second; with the token, two processes never share one.
+RUN_TOKEN = secrets.token_hex(3)
+
+
 def register_resolvers() -> None:
-    """Register the project's OmegaConf resolvers (idempotent)."""
+    """Register the project's OmegaConf resolvers (idempotent): ``lsdo_pick``, ``lsdo_run_token``."""
     if not OmegaConf.has_resolver("lsdo_pick"):
         OmegaConf.register_new_resolver("lsdo_pick", _pick)
+    if not OmegaConf.has_resolver("lsdo_run_token"):
+        OmegaConf.register_new_resolver("lsdo_run_token", lambda: RUN_TOKEN)
 
 
 register_resolvers()
@@ -47,3 +55,77 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> D
         GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of the values users type: one line naming the key, before any work starts.
+# ---------------------------------------------------------------------------------------------
+
+# key -> (kind, minimum, null allowed); kind: "int" | "number". Keys a config lacks are skipped.
+_CHECKS: dict[str, tuple[str, float, bool]] = {
+    "seed": ("int", -(2**63), False),
+    "trainer.max_epochs": ("int", -1, True),
+    "trainer.log_every_n_steps": ("int", 1, True),
+    "trainer.check_val_every_n_epoch": ("int", 1, True),
+    "trainer.gradient_clip_val": ("number", 0, True),
+    "trainer.val_check_interval": ("number", 0, True),
+    "trainer.limit_train_batches": ("number", 0, True),
+    "trainer.limit_val_batches": ("number", 0, True),
+    "trainer.limit_test_batches": ("number", 0, True),
+    "dataset.batch_size": ("int", 1, True),
+    "dataset.num_frames": ("int", 1, True),
+    "dataset.num_workers": ("int", 0, True),
+    "dataset.clip_len": ("int", 1, True),
+    "dataset.val_videos": ("int", 0, True),
+    "dataset.lr": ("number", 0, True),
+    "optim.clip_lr": ("number", 0, True),
+    "optim.lr": ("number", 0, True),
+    "optim.weight_decay": ("number", 0, True),
+    "optim.warmup_ratio": ("number", 0, True),
+    "inference.prefilter_k": ("int", 1, True),
+    "inference.chunk_size": ("int", 1, True),
+    "inference.dsl_temperature": ("number", 0, True),
+    "checkpoint.every_n_steps": ("int", 0, True),
+}
+
+
+def _bad_value(key: str, value: object, kind: str, minimum: float) -> str | None:
+    """Why ``value`` is not acceptable for ``key`` (None when it is)."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_number = is_int or (isinstance(value, float) and value == value)  # not NaN
+    if kind == "int" and not is_int:
+        return f"expected an integer, got {value!r}"
+    if kind == "number" and not is_number:
+        return f"expected a number, got {value!r}"
+    if value < minimum or (key == "trainer.max_epochs" and value == 0):  # type: ignore[operator]
+        if key == "trainer.max_epochs":
+            return "expected an integer >= 1 (or -1: no limit)"
+        return f"expected {'an integer' if kind == 'int' else 'a number'} >= {minimum:g}"
+    return None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the types and ranges of the keys users set most; raise a one-line ``ConfigError``.
+
+    Resolves each checked key (so an interpolation error names its key too). Keys a config does
+    not have (e.g. ``dataset.clip_len`` of a video dataset) are skipped.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from lsdo.errors import ConfigError
+
+    for key, (kind, minimum, nullable) in _CHECKS.items():
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{key}: {str(exc).splitlines()[0]}") from None
+        if value is None:
+            if nullable or OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+                continue
+            raise ConfigError(f"{key}: a value is required (got null)")
+        problem = _bad_value(key, value, kind, minimum)
+        if problem:
+            raise ConfigError(f"{key}={value}: {problem}")
+    wr = OmegaConf.select(cfg, "optim.warmup_ratio")
+    if isinstance(wr, int | float) and wr > 1:
+        raise ConfigError(f"optim.warmup_ratio={wr}: expected a fraction of the training steps in [0, 1]")

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lsdo.checkpoint import check_state_fits, load_checkpoint
+from lsdo.config import validate
 from lsdo.data import build_datamodule
 from lsdo.errors import LSDOUserError
 from lsdo.lightning_module import LSDOLitModule
@@ -34,65 +35,129 @@ from lsdo.train import output_dir_of
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(saved config, state dict) of a training checkpoint, with one-line errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise LSDOUserError(f"ckpt: checkpoint file not found: {p}")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise LSDOUserError(f"ckpt: cannot read {p} ({type(exc).__name__}); is it a Lightning checkpoint?") from None
-    cfg = (ckpt.get("hyper_parameters") or {}).get("cfg") if isinstance(ckpt, dict) else None
-    if cfg is None or "state_dict" not in ckpt:
-        raise LSDOUserError(f"ckpt: {p} is not an LSDO training checkpoint (no saved config)")
-    return cfg, ckpt["state_dict"]
-
-
-def rebuild(cfg: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> LSDOLitModule:
+def rebuild(cfg: dict[str, Any], state_dict: dict[str, torch.Tensor], path: str = "ckpt") -> LSDOLitModule:
     """An LSDOLitModule with the checkpoint's weights (no pretrained download)."""
     cfg = dict(cfg)
     cfg["model"] = {**cfg["model"], "pretrained": None}
     lit = LSDOLitModule(cfg)
-    missing, unexpected = lit.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise LSDOUserError(
-            f"ckpt: weights do not match the saved config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    check_state_fits(lit, state_dict, path, "ckpt")
+    lit.load_state_dict(state_dict)
     return lit
 
 
-def check_compatible(saved: DictConfig, cfg: DictConfig) -> None:
-    """Refuse command-line model settings that differ from the checkpoint's."""
+def command_line_keys() -> set[str] | None:
+    """The keys set on the command line (``dataset.root``, ``model``, ...); None outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except (ImportError, ValueError):
+        return None
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(OmegaConf.create({"v": value}), resolve=True)["v"]
+
+
+def _leaf_keys(tree: Any, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict):
+        return [prefix]
+    return [leaf for k, v in tree.items() for leaf in _leaf_keys(v, f"{prefix}.{k}" if prefix else str(k))]
+
+
+def check_compatible(saved: DictConfig, cfg: DictConfig, given: set[str] | None = None) -> None:
+    """Refuse command-line model settings that differ from the checkpoint's.
+
+    ``variant=NAME`` / ``model=NAME`` must name the checkpoint's own preset; keys typed on the
+    command line (``model.alpha=0.5``; all of a group's keys when ``given`` is None) must equal
+    the saved values. A preset's other values are not compared: the checkpoint rebuilds its own
+    model, whatever the preset file says today.
+    """
     impl = cfg.get("impl")
     if impl is not None and str(impl) != str(saved.get("impl", "paper")):
         raise LSDOUserError(f"impl={impl} given, but the checkpoint was trained with impl={saved.get('impl', 'paper')}")
-    for group, key in (("variant", "name"), ("model", "name")):
-        given = cfg.get(group)
-        if not given:
+    for group in ("variant", "model"):
+        chosen = cfg.get(group)
+        if not chosen:
             continue
-        for k, v in given.items():
-            old = OmegaConf.select(saved, f"{group}.{k}")
-            if (
-                v is not None
-                and old is not None
-                and OmegaConf.to_container(OmegaConf.create({"v": v}))["v"]
-                != (OmegaConf.to_container(OmegaConf.create({"v": old}))["v"])
-            ):
-                label = f"{group}={v}" if k == key else f"{group}.{k}={v}"
+        name, old_name = chosen.get("name"), OmegaConf.select(saved, f"{group}.name")
+        if name is not None and old_name is not None and str(name) != str(old_name):
+            raise LSDOUserError(
+                f"{group}={name} given, but the checkpoint was trained with {group}={old_name}; "
+                f"a checkpoint rebuilds its own model (leave {group}= out)"
+            )
+        if given is not None:
+            keys = sorted(k for k in given if k.startswith(f"{group}."))
+        else:
+            keys = [f"{group}.{k}" for k in _leaf_keys(OmegaConf.to_container(chosen)) if k != "name"]
+        for key in keys:
+            v, old = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
+            if v is not None and old is not None and _plain(v) != _plain(old):
                 raise LSDOUserError(
-                    f"{label} given, but the checkpoint was trained with {group}.{k}={old}; "
-                    "a checkpoint rebuilds its own model (leave the model settings out)"
+                    f"{key}={v} given, but the checkpoint was trained with {key}={old}; "
+                    f"a checkpoint rebuilds its own model (leave {key} out)"
                 )
 
 
-def merge_eval_config(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
-    """The checkpoint's config with the command line's dataset / inference settings."""
+# Data settings that stay the checkpoint's (as trained) when another dataset preset is chosen.
+STICKY_DATA_KEYS = ("num_frames",)
+
+
+def merge_dataset(saved: DictConfig, chosen: DictConfig | None, given: set[str] | None) -> list[str]:
+    """Apply the command line's dataset settings to the checkpoint's (``saved.dataset``, in place).
+
+    * ``dataset.KEY=VALUE`` alone (e.g. ``dataset.root=/new/place``): that key changes, every other
+      data setting stays as trained;
+    * ``dataset=NAME`` of the checkpoint's own dataset: as above, the preset's values are ignored;
+    * ``dataset=NAME`` of another dataset: its preset replaces the data settings, except the
+      number of frames the model was trained with (unless given).
+
+    Returns one line per changed setting (old -> new), for the log.
+    """
+    if not chosen:
+        return []
+    chosen_plain = {k: v for k, v in OmegaConf.to_container(chosen, resolve=True).items()}
+    old = OmegaConf.to_container(saved.dataset, resolve=True)
+    typed = (
+        {k.split(".", 1)[1] for k in given if k.startswith("dataset.")}
+        if given is not None
+        else {k for k, v in chosen_plain.items() if v is not None and k != "name"}
+    )
+    new_name = chosen_plain.get("name")
+    if new_name is not None and str(new_name) != str(old.get("name")):
+        new = {k: v for k, v in chosen_plain.items() if v is not None}
+        for k in STICKY_DATA_KEYS:
+            if k in old and k not in typed:
+                new[k] = old[k]
+        label = f"the {new_name} preset"
+    else:
+        for k in sorted(typed):
+            if k.split(".")[0] not in old:
+                raise LSDOUserError(
+                    f"dataset.{k}: the checkpoint's dataset ({old.get('name')}) has no such setting; "
+                    f"its settings: {', '.join(sorted(old))}"
+                )
+        new = {**old}
+        for top in {k.split(".")[0] for k in typed}:
+            value = chosen_plain.get(top)
+            new[top] = {**old[top], **value} if isinstance(old[top], dict) and isinstance(value, dict) else value
+        label = "command line"
+    changes = [
+        f"dataset.{k}: {old.get(k)!r} -> {new.get(k)!r} ({label})"
+        for k in sorted(set(old) | set(new))
+        if _plain(old.get(k)) != _plain(new.get(k))
+    ]
+    saved.dataset = new
+    return changes
+
+
+def merge_eval_config(saved: dict[str, Any], cfg: DictConfig, given: set[str] | None = None) -> DictConfig:
+    """The checkpoint's config with the command line's dataset / inference settings (changes logged)."""
     base = OmegaConf.create(saved)
-    check_compatible(base, cfg)
-    dataset = cfg.get("dataset")
-    if dataset:
-        base.dataset = dataset  # an explicitly chosen dataset preset replaces the saved one
+    check_compatible(base, cfg, given)
+    for line in merge_dataset(base, cfg.get("dataset"), given):
+        log.info("eval: %s", line)
     inference = {k: v for k, v in (OmegaConf.to_container(cfg.get("inference") or {}) or {}).items() if v is not None}
     return OmegaConf.merge(base, {"inference": inference})
 
@@ -109,12 +174,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lsdo.plots import plot_retrieval
     from lsdo.retrieval.metrics import t2v_ranks, v2t_ranks
 
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.get("ckpt"):
+        raise LSDOUserError("ckpt: give the checkpoint to evaluate: python eval.py ckpt=PATH (a .ckpt file of a run)")
     saved, state_dict = load_checkpoint(str(cfg.ckpt))
-    merged = merge_eval_config(saved, cfg)
+    merged = merge_eval_config(saved, cfg, command_line_keys())
+    validate(merged)
     out = output_dir_of(cfg)
     out.mkdir(parents=True, exist_ok=True)
     dm = build_datamodule(merged, image_size_of(merged.model), report_dir=out)
-    lit = rebuild(OmegaConf.to_container(merged, resolve=True), state_dict)
+    lit = rebuild(OmegaConf.to_container(merged, resolve=True), state_dict, str(cfg.ckpt))
     (out / "config.yaml").write_text(OmegaConf.to_yaml(merged, resolve=True))
     accel = str(cfg.trainer.accelerator)
     if accel == "gpu" and not torch.cuda.is_available():

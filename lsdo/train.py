@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -10,9 +11,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from lsdo.callbacks import AtomicCheckpointIO, checkpoint_callbacks
+from lsdo.checkpoint import check_state_fits, read_checkpoint, saved_config
+from lsdo.config import RUN_TOKEN, validate
 from lsdo.data import build_datamodule
 from lsdo.errors import ConfigError, LSDOUserError
 from lsdo.lightning_module import LSDOLitModule
@@ -24,20 +28,28 @@ log = logging.getLogger(__name__)
 
 
 def output_dir_of(cfg: DictConfig) -> Path:
-    """The run directory: Hydra's when running under Hydra, else a fresh one under paths.log_dir."""
+    """The run directory: Hydra's when running under Hydra, else a new one under paths.log_dir.
+
+    Outside Hydra the directory is claimed with an exclusive ``mkdir``, so two processes
+    starting in the same second never share one (Hydra's names carry a per-process token).
+    """
     try:
         from hydra.core.hydra_config import HydraConfig
 
         return Path(HydraConfig.get().runtime.output_dir)
     except (ImportError, ValueError):
         base = Path(str(cfg.paths.log_dir)) / str(cfg.task_name) / "runs"
-        out = base / time.strftime("%Y-%m-%d_%H-%M-%S")
-        i = 0
-        while out.exists():
-            i += 1
-            out = base / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{i}"
-        out.mkdir(parents=True)
-        return out
+        base.mkdir(parents=True, exist_ok=True)
+        variant = OmegaConf.select(cfg, "variant.name", default=None)
+        stem = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}{f'_{variant}' if variant else ''}_{RUN_TOKEN}"
+        for i in range(10_000):
+            out = base / (stem if i == 0 else f"{stem}_{i}")
+            try:
+                out.mkdir()
+                return out
+            except FileExistsError:
+                continue
+        raise LSDOUserError(f"paths.log_dir: cannot create a new run directory under {base}") from None
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -45,20 +57,102 @@ def check_accelerator(cfg: DictConfig) -> None:
         raise LSDOUserError("trainer=gpu but no CUDA GPU is available on this machine; run with trainer=cpu")
 
 
+# What makes two runs the same configuration for ``ckpt_path=last``.
+RUN_IDENTITY = ("impl", "dataset.name", "dataset.train_split", "variant.name", "model.name")
+
+
+def run_identity(cfg: Any) -> dict[str, str | None]:
+    """(impl, dataset, split, variant, model) of a config, as strings (None where absent)."""
+    cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+    out = {}
+    for key in RUN_IDENTITY:
+        value = OmegaConf.select(cfg, key, default=None)
+        out[key] = None if value is None else str(value)
+    if out["impl"] is None:
+        out["impl"] = "paper"
+    return out
+
+
+def _identity_label(identity: dict[str, str | None]) -> str:
+    return ", ".join(f"{k.split('.')[0]}={v}" for k, v in identity.items() if v is not None and k != "dataset.name") + (
+        f", dataset={identity['dataset.name']}"
+    )
+
+
+def _saved_identity(ckpt: Path) -> dict[str, str | None] | None:
+    """The identity of the run that wrote ``ckpt`` (its run directory's config.yaml), or None."""
+    config = ckpt.parent.parent / "config.yaml"
+    if not config.is_file():
+        return None
+    try:
+        return run_identity(OmegaConf.load(config))
+    except Exception:  # an unreadable config: not a candidate
+        return None
+
+
+def find_last_checkpoint(cfg: DictConfig) -> Path:
+    """The newest ``last.ckpt`` under logs/<task_name>/ of a run with this config's identity.
+
+    Refuses (one line listing what it found) when no run of the same dataset, variant, model and
+    impl has one: resuming another configuration's weights would train and overwrite the wrong run.
+    """
+    root = Path(str(cfg.paths.log_dir)) / str(cfg.task_name)
+    found = sorted(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    want = run_identity(cfg)
+    others: dict[str, list[str]] = {}
+    for ckpt in found:
+        identity = _saved_identity(ckpt)
+        if identity == want:
+            return ckpt
+        label = _identity_label(identity) if identity else "no config.yaml"
+        others.setdefault(label, []).append(str(ckpt.parent.parent.name))
+    if not found:
+        raise LSDOUserError(f"ckpt_path=last: no run under {root} has a checkpoints/last.ckpt; start without ckpt_path")
+    listing = "; ".join(f"{label} ({len(runs)} run(s), newest {runs[0]})" for label, runs in others.items())
+    raise LSDOUserError(
+        f"ckpt_path=last: no run of this configuration ({_identity_label(want)}) under {root}; found: {listing}. "
+        "Give ckpt_path=<file> to resume one of them explicitly"
+    )
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path``: a file, or "last" = the newest ``last.ckpt`` under logs/<task_name>/."""
+    """``ckpt_path``: a file, or "last" = the newest last.ckpt of a run of the same configuration."""
     ckpt = cfg.get("ckpt_path")
     if ckpt is None:
         return None
     if str(ckpt) == "last":
-        root = Path(str(cfg.paths.log_dir)) / str(cfg.task_name)
-        found = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise LSDOUserError(f"ckpt_path=last: no last.ckpt under {root}")
-        return str(found[-1])
+        return str(find_last_checkpoint(cfg))
     if not Path(str(ckpt)).is_file():
         raise LSDOUserError(f"ckpt_path: checkpoint file not found: {ckpt}")
     return str(ckpt)
+
+
+def check_resume_checkpoint(path: str, lit: LSDOLitModule, cfg: DictConfig) -> dict[str, Any]:
+    """Read the checkpoint to resume safely (weights only) and check it fits; returns its counters."""
+    ckpt = read_checkpoint(path, "ckpt_path")
+    saved = saved_config(ckpt, path, "ckpt_path")
+    check_state_fits(lit, ckpt["state_dict"], path, "ckpt_path")
+    if run_identity(saved) != run_identity(cfg):
+        log.warning(
+            "ckpt_path=%s was trained as %s; this run is %s", path, _identity_label(run_identity(saved)),
+            _identity_label(run_identity(cfg)),
+        )  # fmt: skip
+    return {"epoch": int(ckpt.get("epoch", 0)), "global_step": int(ckpt.get("global_step", 0))}
+
+
+FINE_TUNING_CLIP_LR = 1e-4  # below this, an encoder without pretrained weights learns little
+
+
+def warn_random_init_at_fine_tuning_rate(cfg: DictConfig) -> None:
+    """A random-init encoder trained at the paper's fine-tuning rate (1e-6) barely moves: say so."""
+    if cfg.model.get("pretrained") is None and float(cfg.optim.clip_lr) < FINE_TUNING_CLIP_LR:
+        log.warning(
+            "model.pretrained=null: the CLIP encoder starts from random weights, but optim.clip_lr=%g is a "
+            "fine-tuning rate for pretrained CLIP and a random encoder will learn little at it. Give "
+            "model.pretrained=openai (or a weights file), or train from scratch at a higher rate "
+            "(e.g. optim.clip_lr=1e-3, as experiment=demo does)",
+            float(cfg.optim.clip_lr),
+        )
 
 
 def build_loggers(cfg: DictConfig, out: Path) -> list[Any] | bool:
@@ -105,6 +199,7 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list[Any], loggers: Any
     return L.Trainer(
         default_root_dir=str(out),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         logger=loggers,
         use_distributed_sampler=False,
         enable_model_summary=False,
@@ -112,8 +207,14 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list[Any], loggers: Any
     )
 
 
+def _fit_kwargs() -> dict[str, Any]:
+    """``weights_only=True`` for Lightning's own checkpoint loading where the installed version takes it."""
+    return {"weights_only": True} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) as configured; returns the final metrics."""
+    validate(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     out = output_dir_of(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,41 +225,43 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dm = build_datamodule(cfg, image_size_of(cfg.model), report_dir=out)
     check_accelerator(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
+    training = bool(cfg.get("train", True))
+    if training:
+        warn_random_init_at_fine_tuning_rate(cfg)
     lit = LSDOLitModule(OmegaConf.to_container(cfg, resolve=True))
+    resumed_at = check_resume_checkpoint(ckpt_path, lit, cfg) if ckpt_path else None
     if cfg.get("select_on_test"):
         log.warning(
             "select_on_test=true: model selection looks at the TEST split (as the published codes do); "
             "the reported test metrics are then optimistic"
         )
 
-    # A resumed run keeps writing checkpoints beside the one it resumes from, so that the
-    # best-checkpoint bookkeeping continues exactly as in an uninterrupted run.
-    ckpt_dir = Path(ckpt_path).parent if (ckpt_path and cfg.get("train", True)) else out / "checkpoints"
-    ckpt_cb = ModelCheckpoint(
-        dirpath=str(ckpt_dir),
-        filename="best-epoch{epoch:02d}",
-        monitor="val/t2v/R1",
-        mode="max",
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[Any] = [ckpt_cb, RichProgressBar(leave=True)]
+    # Every run writes only into its own directory. A resumed run starts a new one; its checkpoint
+    # callbacks carry the resumed run's best-checkpoint state over (linking the best file in), so
+    # the bookkeeping continues exactly as in an uninterrupted run and the earlier run is untouched.
+    ckpt_cbs = checkpoint_callbacks(out / "checkpoints", int(OmegaConf.select(cfg, "checkpoint.every_n_steps") or 0))
+    best_cb = ckpt_cbs[0]
+    callbacks: list[Any] = [*ckpt_cbs, RichProgressBar(leave=True)]
     loggers = build_loggers(cfg, out)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = build_trainer(cfg, out, callbacks, loggers)
 
     results: dict[str, Any] = {"run_dir": str(out)}
-    if cfg.get("train", True):
+    if ckpt_path:
+        results["resumed_from"] = {"checkpoint": ckpt_path, **(resumed_at or {})}
+    if training:
         if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
-        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt_path)
+            log.info("resuming from %s (after epoch %d, step %d)", ckpt_path, resumed_at["epoch"],
+                     resumed_at["global_step"])  # fmt: skip
+        trainer.fit(lit, datamodule=dm, ckpt_path=ckpt_path, **_fit_kwargs())
         results["val"] = lit.results.get("val", {})
+        results["global_step"] = int(trainer.global_step)
+        results["epochs"] = int(trainer.current_epoch)
     if cfg.get("test", True):
-        best = ckpt_cb.best_model_path or ckpt_cb.last_model_path
+        best = best_cb.best_model_path if training else ckpt_path
         which = best if (best and not cfg.trainer.get("fast_dev_run")) else None
-        trainer.test(lit, datamodule=dm, ckpt_path=which, verbose=False)
+        trainer.test(lit, datamodule=dm, ckpt_path=which, verbose=False, **_fit_kwargs())
         results["test"] = lit.results.get("test", {})
         results["test_checkpoint"] = which
         print(

@@ -60,10 +60,10 @@ def _device(value: str) -> torch.device:
 def build_model(cfg: DictConfig) -> tuple[torch.nn.Module, Any, str]:
     """(open_clip model, tokenizer, label): the checkpoint's CLIP encoder (``ckpt``) or ``model``'s open_clip model."""
     if cfg.get("ckpt"):
-        from lsdo.evaluate import load_checkpoint, rebuild
+        from lsdo.checkpoint import load_model
 
-        saved, state_dict = load_checkpoint(str(cfg.ckpt))
-        encoder = rebuild(saved, state_dict).model.encoder
+        model, saved = load_model(str(cfg.ckpt))
+        encoder = model.encoder
         log.info("zero-shot: the CLIP encoder of %s (model=%s)", cfg.ckpt, saved.get("model", {}).get("name"))
         return encoder.clip, encoder.tokenize, f"ckpt {cfg.ckpt}"
     from lsdo.model.encoder import create_clip

@@ -105,3 +105,35 @@ def test_ext_filter_output_always_mp4_and_prepare_dispatch(in_dir: Path, tmp_pat
     assert main([str(tmp_path / "missing"), str(out), "--no-progress"]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
     assert main([str(in_dir), str(in_dir), "--no-progress"]) == 2  # would overwrite the inputs
+
+
+def test_name_clash_is_refused_before_any_work(in_dir: Path, tmp_path: Path, capsys) -> None:
+    """clip.avi and clip.mp4 in one folder would both become clip.mp4: a one-line error, nothing written."""
+    shutil.copy(in_dir / "movieA" / "clip1.mp4", in_dir / "movieA" / "clip1.avi")
+    shutil.copy(in_dir / "movieB" / "clip2.mp4", in_dir / "movieB" / "clip2.MKV")
+    out = tmp_path / "out"
+    assert main([str(in_dir), str(out), "--short-side", "32", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: 2 output name clash(es)"), err
+    assert "movieA/clip1.avi and movieA/clip1.mp4 -> movieA/clip1.mp4" in err[0]
+    assert "movieB/clip2.MKV and movieB/clip2.mp4 -> movieB/clip2.mp4" in err[0]
+    assert "rename one file of each group" in err[0] and "Traceback" not in captured.err
+    assert not out.exists()  # refused before any work
+    assert prepare_main(["compress", str(in_dir), str(out), "--no-progress"]) == 2
+    # one extension only: no clash
+    assert main([str(in_dir), str(out), "--short-side", "32", "--no-progress", "--ext", ".avi"]) == 0
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*.mp4")] == ["movieA/clip1.mp4"]
+
+
+def test_failures_listed_one_line_each_match_the_count(in_dir: Path, tmp_path: Path, capsys) -> None:
+    (in_dir / "movieA" / "bad\nname.avi").write_bytes(b"")  # a newline in the name, zero bytes
+    (in_dir / "movieA" / "worse\tname.mkv").write_text("not a video")
+    out = tmp_path / "out"
+    assert main([str(in_dir), str(out), "--short-side", "32", "--no-progress", "--workers", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "compressed 2, skipped 0 (already done), failed 3" in captured.out
+    failed = [line for line in captured.err.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 3 == len(captured.err.strip().splitlines())
+    assert any(f"{in_dir / 'movieA' / 'bad'}\\nname.avi: zero-byte" in line for line in failed)
+    assert any(f"{in_dir / 'movieA' / 'worse'}\\tname.mkv: " in line for line in failed)

@@ -430,7 +430,8 @@ def test_cli_as_subprocess(corpus: dict[str, Path], tmp_path: Path) -> None:
     assert found.returncode == 0, found.stderr
     assert len(found.stdout.strip().splitlines()) == 5
     bad = run("search", f"index={out}", f"ckpt={corpus['other']}", "a red circle")
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: index")
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert bad.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: index")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -406,3 +406,87 @@ def test_viz_writes_png(tmp_path: Path, capsys) -> None:
     assert "ours" in capsys.readouterr().out
     assert viz_main(["inverse-attention", f"image={tmp_path / 'none.png'}", "query=x", "model=tiny"]) == 2
     assert viz_main(["saliency", "image=x", "query=y"]) == 2
+
+
+def _viz_error(capsys) -> str:
+    """The single ``error:`` line lsdo-viz printed (no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_viz_image_folder_says_it_is_a_folder(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from lsdo.inverse_attention.viz import viz_main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    assert viz_main(["inverse-attention", f"image={folder}", "query=x", "model=tiny"]) == 2
+    assert _viz_error(capsys) == (
+        f"error: image={folder}: is a folder, not an image file: pass one image (any format PIL reads: "
+        f".png, .jpg, .jpeg, ...), e.g. image={folder / 'frame.png'}"
+    )
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "b.jpg")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    assert viz_main(["inverse-attention", f"image={folder}", "query=x", "model=tiny"]) == 2
+    line = _viz_error(capsys)
+    assert "is a folder, not an image file; it holds 2 image file(s)" in line
+    assert line.endswith(f"e.g. image={folder / 'a.png'}")
+    assert viz_main(["inverse-attention", f"image={folder / 'a.png'}", "query=x", "model=tiny", "window_threshold=1.01",
+                     f"out={tmp_path / 'fig.png'}"]) == 0  # fmt: skip
+    assert viz_main(["inverse-attention", f"image={folder / 'none.png'}", "query=x", "model=tiny"]) == 2
+    assert _viz_error(capsys) == (
+        f"error: image={folder / 'none.png'}: file not found: pass an image file (any format PIL reads)"
+    )
+
+
+@pytest.mark.parametrize("model", [None, "ViT-B-32/openai"])
+def test_viz_offline_suggests_lsdo_viz_arguments(monkeypatch, capsys, tmp_path: Path, model: str | None) -> None:
+    """No internet for the weights: the options printed are lsdo-viz's (model=ARCH/FILE, ckpt=), not train.py's."""
+    import open_clip
+    from PIL import Image
+
+    from lsdo.inverse_attention.viz import DEFAULT_MODEL, viz_main
+
+    def offline(name: str, pretrained: str | None = None, **kw):
+        if pretrained:  # what open_clip raises when the hub is unreachable and the cache is cold
+            raise RuntimeError(f"Failed to download weights for tag '{pretrained}': Failed to download file")
+        raise AssertionError("lsdo-viz asked for random weights")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    spec = model or DEFAULT_MODEL
+    assert viz_main(["inverse-attention", f"image={image}", "query=x", *([f"model={model}"] if model else [])]) == 2
+    line = _viz_error(capsys)
+    tag = spec.split("/")[1]
+    assert line.startswith(f"error: model={spec}: could not load CLIP weights '{tag}' for ")
+    assert "model.pretrained" not in line and "model.arch" not in line  # train.py's keys
+    assert line.endswith(
+        "Options: model=ARCH/TAG with an open_clip pretrained tag (e.g. model=ViT-B-32/openai; needs internet or a "
+        "warm open_clip cache), model=ARCH/FILE with a local weights file: OpenAI's ViT-B-32.pt or an open_clip state "
+        "dict (e.g. model=ViT-B-32/weights/ViT-B-32.pt, or model=ViT-B-32//abs/path/ViT-B-32.pt), ckpt=PATH (an LSDO "
+        "training checkpoint), or model=tiny (random init, offline)"
+    )
+
+
+def test_viz_weight_errors_name_the_model_argument(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from lsdo.inverse_attention.viz import viz_main
+
+    image = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    assert viz_main(["inverse-attention", f"image={image}", "query=x", "model=NoSuchArch/openai"]) == 2
+    assert _viz_error(capsys) == (
+        "error: model=NoSuchArch/openai: unknown open_clip architecture 'NoSuchArch' (open_clip.list_models() "
+        "lists them)"
+    )
+    missing = tmp_path / "weights" / "ViT-B-32.pt"
+    assert viz_main(["inverse-attention", f"image={image}", "query=x", f"model=ViT-B-32/{missing}"]) == 2
+    line = _viz_error(capsys)
+    assert line.startswith(f"error: model=ViT-B-32/{missing}: checkpoint file not found: {missing}. Options: model=")
+    assert "model.pretrained" not in line

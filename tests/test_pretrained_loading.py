@@ -6,6 +6,7 @@ on small files; the ViT-B/32 round trip through ``build_model`` is marked slow.
 
 from __future__ import annotations
 
+import logging
 import re
 
 import open_clip
@@ -169,3 +170,119 @@ def test_local_openai_checkpoint_round_trip(tmp_path):
     assert not any(isinstance(m, open_clip.transformer.QuickGELU) for m in loaded2.encoder.clip.modules())
     for key, value in loaded2.encoder.clip.state_dict().items():
         assert torch.equal(value, sd[key]), key
+
+
+# ----------------------------------------------------------------------------- activation of a state-dict file
+TINY_ARCH = "LSDOTestTinyViT"  # registered below with its -quickgelu twin, as open_clip pairs ViT-B-32 / -quickgelu
+
+
+@pytest.fixture(scope="module")
+def tiny_arch(tmp_path_factory) -> str:
+    import json
+
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    (folder / f"{TINY_ARCH}.json").write_text(json.dumps(cfg))
+    (folder / f"{TINY_ARCH}-quickgelu.json").write_text(json.dumps({**cfg, "quick_gelu": True}))
+    open_clip.add_model_config(folder)
+    return TINY_ARCH
+
+
+@pytest.fixture(scope="module")
+def quickgelu_state_dict(tiny_arch, tmp_path_factory):
+    """(path of a plain open_clip state dict saved from the QuickGELU model, that model's image features)."""
+    torch.manual_seed(0)
+    source = open_clip.create_model(f"{tiny_arch}-quickgelu").eval()
+    path = tmp_path_factory.mktemp("weights") / "tiny_open_clip.pt"
+    torch.save(source.state_dict(), path)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        feats = source.encode_image(images)
+    return path, images, feats
+
+
+def _records(caplog, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "lsdo.model.encoder" and r.levelno == level]
+
+
+def _has_quickgelu(model: nn.Module) -> bool:
+    return any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
+
+
+def test_state_dict_file_activation_is_logged_and_warned(tiny_arch, quickgelu_state_dict, caplog):
+    from lsdo.model.encoder import create_clip
+
+    path, images, feats = quickgelu_state_dict
+    cfg = compose(["model=clip_b32", f"model.base_arch={tiny_arch}", f"model.pretrained='{path}'"]).model
+    with caplog.at_level(logging.INFO, logger="lsdo.model.encoder"):
+        clip, _ = create_clip(cfg)
+    assert not _has_quickgelu(clip)  # the rule is unchanged: GELU ...
+    assert _records(caplog, logging.INFO) == [
+        f"CLIP: open_clip architecture {tiny_arch} (GELU activation; a state-dict file)"
+    ]
+    assert _records(caplog, logging.WARNING) == [  # ... but no longer silent
+        f"model.pretrained: {path} is a state dict, which does not record the activation (GELU and QuickGELU have "
+        f"the same weights): built as open_clip {tiny_arch} (GELU). If it holds QuickGELU weights (OpenAI's CLIP, "
+        f"open_clip's *-quickgelu models), every feature is off by about 1%: pass model.arch={tiny_arch}-quickgelu; "
+        f"pass model.arch={tiny_arch} to keep GELU and silence this warning"
+    ]
+    with torch.no_grad():
+        assert not torch.allclose(clip.eval().encode_image(images), feats, atol=1e-4)  # what the warning is about
+
+    # The warning's fix, typed as printed: the QuickGELU twin reproduces the source model, no warning.
+    caplog.clear()
+    fixed = compose(["model=clip_b32", f"model.arch={tiny_arch}-quickgelu", f"model.pretrained='{path}'"]).model
+    with caplog.at_level(logging.INFO, logger="lsdo.model.encoder"):
+        clip, _ = create_clip(fixed)
+    assert _has_quickgelu(clip) and not _records(caplog, logging.WARNING)
+    assert _records(caplog, logging.INFO) == [
+        f"CLIP: open_clip architecture {tiny_arch}-quickgelu (QuickGELU activation; given by model.arch)"
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(clip.eval().encode_image(images), feats)
+
+    # And the other choice: GELU confirmed with model.arch, no warning.
+    caplog.clear()
+    gelu = compose(["model=clip_b32", f"model.arch={tiny_arch}", f"model.pretrained='{path}'"]).model
+    with caplog.at_level(logging.INFO, logger="lsdo.model.encoder"):
+        create_clip(gelu)
+    assert not _records(caplog, logging.WARNING)
+
+
+def test_openai_layout_file_is_quickgelu_without_warning(tiny_arch, quickgelu_state_dict, tmp_path, caplog):
+    from lsdo.model.encoder import create_clip
+
+    path, images, feats = quickgelu_state_dict
+    openai = tmp_path / "openai_layout.pt"
+    torch.save({**torch.load(path, weights_only=True), **OPENAI_EXTRA}, openai)
+    cfg = compose(["model=clip_b32", f"model.base_arch={tiny_arch}", f"model.pretrained='{openai}'"]).model
+    with caplog.at_level(logging.INFO, logger="lsdo.model.encoder"):
+        clip, _ = create_clip(cfg)
+    assert _has_quickgelu(clip) and not _records(caplog, logging.WARNING)
+    assert _records(caplog, logging.INFO) == [
+        f"CLIP: open_clip architecture {tiny_arch}-quickgelu (QuickGELU activation; an OpenAI checkpoint file "
+        "(OpenAI's CLIP models use QuickGELU))"
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(clip.eval().encode_image(images), feats)
+
+
+def test_lsdo_viz_warning_names_its_own_argument(tiny_arch, quickgelu_state_dict, caplog):
+    from lsdo.inverse_attention.viz import load_model
+
+    path, images, feats = quickgelu_state_dict
+    with caplog.at_level(logging.WARNING, logger="lsdo.model.encoder"):
+        load_model(f"{tiny_arch}/{path}")
+    (warning,) = _records(caplog, logging.WARNING)
+    assert warning.startswith(f"model={tiny_arch}/{path}: {path} is a state dict")
+    assert warning.endswith(f"every feature is off by about 1%: pass model={tiny_arch}-quickgelu/{path}")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lsdo.model.encoder"):
+        clip, _, _ = load_model(f"{tiny_arch}-quickgelu/{path}")  # the fix, as printed
+    assert not _records(caplog, logging.WARNING)
+    with torch.no_grad():
+        torch.testing.assert_close(clip.eval().encode_image(images), feats)

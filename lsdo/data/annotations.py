@@ -179,7 +179,7 @@ def load_annotations(
     """
     name = _check_choice("dataset name", name, DATASETS)
     split = _check_choice(f"{PRETTY[name]} split", split, SPLITS)
-    _check_choice("on_empty_caption", on_empty_caption, EMPTY_CAPTION_MODES)
+    _check_choice("dataset.on_empty_caption", on_empty_caption, EMPTY_CAPTION_MODES)
     if name == "synthetic":
         return _load_synthetic(split, **synthetic)
     if synthetic:
@@ -263,17 +263,18 @@ class _Resolver:
         self.ann_dir = Path(ann_dir).expanduser() if ann_dir is not None else None
         self.defaults = dict(DEFAULT_FILES[name])
         if name == "msrvtt":
-            _check_choice("MSR-VTT train_split", train_split, tuple(MSRVTT_TRAIN_CSV))
+            _check_choice("dataset.train_split (MSR-VTT)", train_split, tuple(MSRVTT_TRAIN_CSV))
             self.defaults["train_csv"] = MSRVTT_TRAIN_CSV[train_split]
         self.overrides: dict[str, str] = {}
         for key, value in (files or {}).items():
             if key not in self.defaults:
                 raise ConfigError(
-                    f"files.{key}: not an annotation file of {self.pretty} (its keys: {', '.join(self.defaults)})"
+                    f"dataset.files.{key}: not an annotation file of {self.pretty} "
+                    f"(its keys: {', '.join(self.defaults)})"
                 )
             if value is not None:
                 if not isinstance(value, str | Path):
-                    raise ConfigError(f"files.{key}: expected a file name or path, got {type(value).__name__}")
+                    raise ConfigError(f"dataset.files.{key}: expected a file name or path, got {type(value).__name__}")
                 self.overrides[key] = str(value)
 
     def is_overridden(self, key: str) -> bool:
@@ -287,7 +288,7 @@ class _Resolver:
         elif self.ann_dir is None:
             raise ConfigError(
                 f"{self.pretty}: no annotation folder given (dataset.ann_dir / dataset.root) to find '{raw}' "
-                f"(files.{key}); give the folder or an absolute path"
+                f"(dataset.files.{key}); pass dataset.root=DIR or +dataset.files.{key}=/absolute/path"
             )
         else:
             if must_exist and not self.ann_dir.is_dir():
@@ -298,7 +299,7 @@ class _Resolver:
             path = self.ann_dir / raw
         if must_exist and not path.is_file():
             raise DataNotFoundError(
-                f"{self.pretty} annotation file not found: {path} (files.{key}); {_WHERE_TO_GET[self.name]}"
+                f"{self.pretty} annotation file not found: {path} (dataset.files.{key}); {_WHERE_TO_GET[self.name]}"
             )
         return path
 
@@ -319,7 +320,7 @@ class _EmptyCaptions:
         if self.mode == "error":
             raise AnnotationError(
                 f"{path}: {where}: empty {field!r} for video '{video_id}' "
-                "(set on_empty_caption=skip to drop empty captions)"
+                "(pass dataset.on_empty_caption=skip to drop empty captions)"
             )
         self.skipped[path] = self.skipped.get(path, 0) + 1
         return None
@@ -329,7 +330,7 @@ class _EmptyCaptions:
             extra = ""
             if self.dropped_videos.get(path):
                 extra = f"; {self.dropped_videos[path]} video(s) left without any caption were dropped"
-            log.warning("skipped %d empty caption(s) in %s%s", count, path, extra)
+            log.warning("skipped %d empty caption(s) in %s%s (dataset.on_empty_caption=skip)", count, path, extra)
 
 
 def _read_text(path: Path, dataset: str) -> str:
@@ -450,7 +451,7 @@ def _load_msrvtt(split: str, res: _Resolver, empties: _EmptyCaptions) -> list[Re
         raise NoSplitError(
             f"MSR-VTT has no official val split: {res.path(key, must_exist=False)} does not exist. "
             "The data module holds out dataset.val_videos training videos for validation instead; "
-            "to use a fixed list, write MSRVTT_val.csv (one column 'video_id') or set dataset.files.val_csv"
+            "to use a fixed list, write MSRVTT_val.csv (one column 'video_id') or pass +dataset.files.val_csv=PATH"
         )
     list_path = res.path(key)
     ids = _read_id_csv(list_path, "msrvtt")

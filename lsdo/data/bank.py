@@ -85,11 +85,10 @@ def build_bank_main(argv: list[str] | None = None) -> int:
         if "out" not in opts:
             raise ConfigError("lsdo-build-bank: give out=PATH for the bank JSON")
         if "ckpt" in opts:
-            from lsdo.evaluate import load_checkpoint, rebuild
+            from lsdo.checkpoint import load_model as load_checkpoint_model
 
-            saved, state = load_checkpoint(opts["ckpt"])
+            model, saved = load_checkpoint_model(opts["ckpt"])
             cfg = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.from_dotlist(overrides))
-            model = rebuild(OmegaConf.to_container(cfg, resolve=True), state).model
         else:
             cfg = compose(overrides)
             model = build_model(cfg)

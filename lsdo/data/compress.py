@@ -10,7 +10,14 @@ resized to ``--short-side`` (bicubic, even sizes, aspect kept), video only.
 
 Resumable: an output is first written under a hidden temporary name and renamed when complete, so
 an existing output is always whole and a rerun skips it. Bad inputs are reported (file and
-reason) and counted without stopping the batch; the exit code is 1 when any failed.
+reason) and counted without stopping the batch; the exit code is 1 when any failed, and the
+``failed`` count is the number of ``failed:`` lines.
+
+Name clashes are refused before any work: inputs that would become the same output (``clip.avi``
+and ``clip.mp4`` in one folder both become ``clip.mp4``) stop the run with a one-line error
+listing them (exit 2); rename one of each group, or pick one extension with ``--ext``. File names
+may hold any bytes; listings show them on one printable line (a newline as ``\\n``, a byte that
+is not valid UTF-8 as ``\\xNN``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import unicodedata
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -28,6 +36,42 @@ from lsdo.data.video import VideoDecodeError, _av_open, _reason, open_h264_write
 from lsdo.errors import DataNotFoundError, LSDOUserError
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv")
+MAX_LISTED_CLASHES = 10  # name clashes spelled out in the error line (the count says how many in all)
+
+
+def _show(path: Path | str) -> str:
+    """A path on one printable line: control characters, line separators and undecodable bytes escaped.
+
+    The same form as :func:`lsdo.retrieval.index.printable` (kept here so that compress does not import
+    the retrieval stack): ``\\n``, ``\\t``, ``\\xNN`` (an undecodable byte when NN >= 80), ``\\uNNNN``.
+    """
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    out = []
+    for ch in str(path):
+        if ch in named:
+            out.append(named[ch])
+        elif unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp"):
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # os.fsdecode's stand-in for the byte ord(ch) - 0xDC00
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def output_path(src: Path, in_dir: Path, out_dir: Path) -> Path:
+    """Where ``src`` (under ``in_dir``) is written: the same relative folder and stem under ``out_dir``, ``.mp4``."""
+    return (out_dir / src.relative_to(in_dir)).with_suffix(".mp4")
+
+
+def name_clashes(sources: Sequence[Path], in_dir: Path, out_dir: Path) -> list[tuple[Path, list[Path]]]:
+    """(output, inputs) for every output that two or more ``sources`` would be written to (sorted)."""
+    by_dst: dict[Path, list[Path]] = {}
+    for src in sources:
+        by_dst.setdefault(output_path(src, in_dir, out_dir), []).append(src)
+    return sorted((dst, sorted(srcs)) for dst, srcs in by_dst.items() if len(srcs) > 1)
 
 
 @dataclass
@@ -150,7 +194,7 @@ def _job(src: Path, dst: Path, fps: float, short_side: int, crf: int, threads: i
     try:
         compress_video(src, dst, fps, short_side, crf, threads)
     except LSDOUserError as exc:
-        return str(exc).removeprefix(f"{src}: ")
+        return str(exc).removeprefix(f"{src}: ").replace(str(src), _show(src))
     except Exception as exc:  # an unexpected PyAV / OS error must not stop the batch
         return f"{type(exc).__name__}: {_reason(exc)}"
     return None
@@ -181,13 +225,21 @@ def run(
     if not sources:
         raise DataNotFoundError(f"no videos ({', '.join(exts)}) under {in_dir}")
 
-    summary, todo, claimed = Summary(), [], {}
+    clashes = name_clashes(sources, in_dir, out_dir)
+    if clashes:  # refused before any work: one of each group would silently overwrite the others
+        listed = "; ".join(
+            " and ".join(_show(s.relative_to(in_dir)) for s in srcs) + f" -> {_show(dst.relative_to(out_dir))}"
+            for dst, srcs in clashes[:MAX_LISTED_CLASHES]
+        )
+        more = f"; ... ({len(clashes) - MAX_LISTED_CLASHES} more)" if len(clashes) > MAX_LISTED_CLASHES else ""
+        raise LSDOUserError(
+            f"{len(clashes)} output name clash(es) under {_show(out_dir)}, nothing compressed: {listed}{more}; "
+            "rename one file of each group (or pick one extension with --ext)"
+        )
+
+    summary, todo = Summary(), []
     for src in sources:
-        dst = (out_dir / src.relative_to(in_dir)).with_suffix(".mp4")
-        if dst in claimed:
-            summary.failures.append((src, f"same output {dst} as {claimed[dst]}: rename one of them"))
-            continue
-        claimed[dst] = src
+        dst = output_path(src, in_dir, out_dir)
         if dst.is_file() and dst.stat().st_size > 0:
             summary.skipped += 1
         else:
@@ -200,7 +252,7 @@ def run(
             summary.compressed += 1
         else:
             summary.failures.append((src, reason))
-            bar.write(f"failed: {src}: {reason}", file=sys.stderr)
+            bar.write(f"failed: {_show(src)}: {_show(reason)}", file=sys.stderr)  # one line per failure
         bar.update()
 
     threads = 1 if workers > 1 else 0  # one encoder thread per process when processes run in parallel

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from lsdo.data import synthetic
+from lsdo.errors import LSDOUserError
+
+# Rendering holds about 55 bytes per pixel of a video (float64 noise and frames, masks): clip_len x size^2 is
+# capped so that one worker stays near 1 GB.
+MAX_PIXELS_PER_VIDEO = 2**24
+# val + test combinations the split can hold: per large kind, the small kinds not reserved for training coverage.
+MAX_HELD_OUT_COMBOS = len(synthetic.BIG_KINDS) * (
+    len(synthetic.SMALL_KINDS) - math.ceil(len(synthetic.SMALL_KINDS) / len(synthetic.BIG_KINDS))
+)
 
 
 def _defaults() -> dict[str, Any]:
@@ -35,6 +45,71 @@ def _defaults() -> dict[str, Any]:
     from lsdo.config import CONFIG_DIR
 
     return dict(OmegaConf.load(Path(CONFIG_DIR) / "dataset" / "synthetic.yaml"))
+
+
+# lsdo-synth's numeric options: (lowest, highest, meaning); option ``--a-b`` is key ``a_b``.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "size": (16, 1024, "frame side in pixels"),
+    "fps": (1, 120, "frames per second"),
+    "crf": (0, 51, "H.264 quality, lower is better"),
+    "workers": (1, 64, "encoding processes"),
+    "seed": (0, 2**32 - 1, "the benchmark's random seed"),
+    "clip_len": (1, 1024, "frames per video"),
+    "train_videos_per_combo": (1, 1000, "training videos per combination"),
+    "val_combos": (1, MAX_HELD_OUT_COMBOS - 1, "validation combinations, one video each"),
+    "test_combos": (1, MAX_HELD_OUT_COMBOS - 1, "test combinations, one video each"),
+    "distractors": (0, 100, "grey specks per video"),
+    "small_visible_frac": (0.01, 1.0, "fraction of frames showing the small object"),
+    "small_radius": (0.01, 0.25, "the small object's radius / frame side"),
+}
+EXPORT_DEFAULTS = {"size": 64, "fps": 8, "crf": 10, "workers": 2}  # export()'s own defaults (not in the yaml)
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _option(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def check_params(out: str | Path, p: dict[str, Any], d: dict[str, Any], workers: int) -> Path:
+    """Raise LSDOUserError naming the command-line option for a value lsdo-synth cannot use; returns ``out``.
+
+    ``p``: the rendering parameters (see :func:`export`); ``d``: the benchmark parameters (defaults merged).
+    """
+    values = {**{k: d[k] for k in ("seed", "train_videos_per_combo", "val_combos", "test_combos")}, **p}
+    values["workers"] = workers
+    examples = {**_defaults(), **EXPORT_DEFAULTS}
+    for key, (lo, hi, what) in RANGES.items():
+        value = values[key]
+        if not lo <= value <= hi:  # written this way round to reject NaN too
+            raise LSDOUserError(
+                f"{_option(key)} must be between {_num(lo)} and {_num(hi)} ({what}), got {_num(value)}: "
+                f"pass e.g. {_option(key)} {_num(examples[key])}"
+            )
+    held = MAX_HELD_OUT_COMBOS
+    val, test = int(d["val_combos"]), int(d["test_combos"])
+    if val + test > held:
+        raise LSDOUserError(
+            f"--val-combos + --test-combos must be at most {held} (the combinations not needed for training), "
+            f"got {val} + {test} = {val + test}: lower --test-combos or --val-combos"
+        )
+    pixels = p["clip_len"] * p["size"] ** 2
+    if pixels > MAX_PIXELS_PER_VIDEO:
+        raise LSDOUserError(
+            f"--clip-len {p['clip_len']} x --size {p['size']} squared = {pixels} pixels per video, more than "
+            f"{MAX_PIXELS_PER_VIDEO} (about 1 GB per worker while rendering): lower --clip-len or --size"
+        )
+    if not str(out).strip():
+        raise LSDOUserError("--out is empty: pass the output folder, e.g. --out data/synth")
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise LSDOUserError(
+            f"--out {out} is an existing file, not a folder: pass a folder (created if missing), "
+            f"e.g. --out {out.with_name(out.stem + '_synth')}"
+        )
+    return out
 
 
 def _write_one(job: tuple[synthetic.SyntheticVideo, Path, dict[str, Any]]) -> str:
@@ -71,8 +146,13 @@ def export(
         "fps": float(fps),
         "crf": int(crf),
     }
-    out = Path(out)
-    (out / "videos").mkdir(parents=True, exist_ok=True)
+    out = check_params(out, p, d, int(workers))
+    try:
+        (out / "videos").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, no permission, read-only disk, ...
+        raise LSDOUserError(
+            f"--out {out}: cannot create {out / 'videos'} ({exc.strerror or exc}): pass another folder"
+        ) from None
     splits = {
         s: synthetic.make_split(
             s, int(d["seed"]), int(d["val_combos"]), int(d["test_combos"]), int(d["train_videos_per_combo"])

@@ -181,7 +181,7 @@ def _av_probe(path: Path) -> int:
         if listed > 0 and len(packets) < listed:
             raise VideoDecodeError(
                 f"{path}: truncated: the container lists {listed} frames but holds only {len(packets)} "
-                "(re-download it, or re-encode what is left with `lsdo-prepare compress`)"
+                "(an interrupted download or copy: download or copy it again)"
             )
         total = _av_frame_count(stream, len(packets))
         if total == 0:

@@ -118,7 +118,8 @@ def preflight(
         if bad:
             listed = [f"{ids[i]}\t{paths[i]}\t{r}" for i, r in bad]
             where = write_report(report_dir, f"corrupt_videos_{split}.txt", listed)
-            head = "; ".join(f"{paths[i]}: {r}" for i, r in bad[:3]) + (" ..." if len(bad) > 3 else "")
+            head = "; ".join(r if r.startswith(str(paths[i])) else f"{paths[i]}: {r}" for i, r in bad[:3])
+            head += " ..." if len(bad) > 3 else ""
             msg = f"{name} {split}: {len(bad)} of {len(keep)} video files cannot be decoded ({head}){where}"
             if on_corrupt == "error":
                 raise VideoDecodeError(msg + "; pass dataset.on_corrupt=skip to drop them")
@@ -250,8 +251,9 @@ class VideoDataModule(L.LightningDataModule):
             if n_val <= 0 or n_val >= len(ids):
                 if not self.select_on_test:
                     raise ConfigError(
-                        f"dataset.val_videos: MSR-VTT has no validation split; hold out 0 < val_videos < {len(ids)} "
-                        "training videos, give an MSRVTT_val.csv, or pass select_on_test=true"
+                        f"dataset.val_videos={n_val}: MSR-VTT has no validation split; hold out N training videos "
+                        f"with dataset.val_videos=N (0 < N < {len(ids)}), write {self.ann_dir}/MSRVTT_val.csv "
+                        "(one column 'video_id'), or pass select_on_test=true"
                     ) from None
                 out["val"] = out["test"]
                 return out

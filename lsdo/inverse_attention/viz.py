@@ -1,6 +1,6 @@
 """Visual results of the Inverse-Attention Encoder, one column of the paper's Table 2 as one PNG.
 
-``lsdo-viz inverse-attention image=PATH query="..." [out=PNG] [ckpt=PATH | model=ARCH[/PRETRAINED] | model=tiny]``
+``lsdo-viz inverse-attention image=PATH query="..." [out=PNG] [ckpt=PATH | model=ARCH[/TAG | /FILE] | model=tiny]``
 
 Rows (paper §5 "Visual Results"): the input frame; the LARD stage (heatmap over the global view, LARD candidate
 boxes thin, LARC regions thick and numbered); the LACE image crops with their cosine similarity to the query; the
@@ -28,20 +28,36 @@ from lsdo.inverse_attention.larc import DEFAULT_K
 from lsdo.inverse_attention.lard import LARDConfig
 
 DEFAULT_MODEL = "ViT-B-16-SigLIP/webli"  # the paper's "ours" runs on SigLIP
+# The ways to give lsdo-viz its CLIP weights (its errors about weights end with them).
+WEIGHT_OPTIONS = (
+    "model=ARCH/TAG with an open_clip pretrained tag (e.g. model=ViT-B-32/openai; needs internet or a warm "
+    "open_clip cache), model=ARCH/FILE with a local weights file: OpenAI's ViT-B-32.pt or an open_clip state dict "
+    "(e.g. model=ViT-B-32/weights/ViT-B-32.pt, or model=ViT-B-32//abs/path/ViT-B-32.pt), ckpt=PATH (an LSDO "
+    "training checkpoint), or model=tiny (random init, offline)"
+)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
 
 def load_image(path: str) -> torch.Tensor:
     """RGB image file -> uint8 [3, H, W]."""
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        images = sorted(f.name for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        example = p / (images[0] if images else "frame.png")
+        held = f"; it holds {len(images)} image file(s)" if images else ""
+        raise LSDOUserError(
+            f"image={path}: is a folder, not an image file{held}: pass one image (any format PIL reads: "
+            f"{', '.join(IMAGE_EXTS[:3])}, ...), e.g. image={example}"
+        )
     if not p.is_file():
-        raise LSDOUserError(f"image: file not found: {p}")
+        raise LSDOUserError(f"image={path}: file not found: pass an image file (any format PIL reads)")
     try:
         with Image.open(p) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError) as exc:
-        raise LSDOUserError(f"image: cannot read {p} ({type(exc).__name__})") from None
+        raise LSDOUserError(f"image={path}: cannot read it as an image ({type(exc).__name__})") from None
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
@@ -49,13 +65,12 @@ def load_model(model: str | None = None, ckpt: str | None = None) -> tuple[nn.Mo
     """(open_clip model, tokenizer, label) from an LSDO checkpoint, ``tiny``, or ``ARCH[/PRETRAINED]``."""
     from omegaconf import OmegaConf
 
-    from lsdo.model.encoder import create_clip
+    from lsdo.model.encoder import WeightKeys, create_clip
 
     if ckpt:
-        from lsdo.evaluate import load_checkpoint, rebuild
+        from lsdo.checkpoint import load_model as load_checkpoint_model
 
-        saved, state_dict = load_checkpoint(ckpt)
-        encoder = rebuild(saved, state_dict).model.encoder  # the fine-tuned CLIP towers of the checkpoint
+        encoder = load_checkpoint_model(ckpt)[0].encoder  # the fine-tuned CLIP towers of the checkpoint
         return encoder.clip, encoder.tokenize, f"ckpt {Path(ckpt).name}"
     spec = model or DEFAULT_MODEL
     if spec == "tiny":
@@ -65,14 +80,25 @@ def load_model(model: str | None = None, ckpt: str | None = None) -> tuple[nn.Mo
         return clip, tokenizer, "tiny (random init)"
     arch, _, tag = spec.partition("/")
     if not tag:
-        print(f"warning: model={spec} has no /PRETRAINED tag: random initialisation", file=sys.stderr)
+        print(f"warning: model={spec} has no /TAG or /FILE: random initialisation", file=sys.stderr)
+    # Messages about the weights name lsdo-viz's own argument (model=ARCH/...), not train.py's model.* keys.
+    keys = WeightKeys(
+        pretrained=f"model={spec}",
+        arch_key=f"model={spec}",
+        arch_fmt=f"model={{arch}}/{tag}" if tag else "model={arch}",
+        keep_gelu_fmt=None,
+        options=WEIGHT_OPTIONS,
+    )
     try:
         # base_arch (not arch): create_clip then picks the -quickgelu variant for QuickGELU weights (openai, ...)
-        clip, tokenizer = create_clip(OmegaConf.create({"base_arch": arch, "arch": None, "pretrained": tag or None}))
+        cfg = OmegaConf.create({"base_arch": arch, "arch": None, "pretrained": tag or None})
+        clip, tokenizer = create_clip(cfg, keys=keys)
     except LSDOUserError:
         raise
     except Exception as exc:  # e.g. an HF tokenizer that cannot be fetched offline
-        raise LSDOUserError(f"model={spec}: cannot build it ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise LSDOUserError(
+            f"model={spec}: cannot build it ({type(exc).__name__}: {str(exc)[:200]}). Options: {WEIGHT_OPTIONS}"
+        ) from None
     return clip, tokenizer, spec
 
 
@@ -176,7 +202,7 @@ ARGS = {
     "query": "text query [required]",
     "out": "output PNG (default inverse_attention.png)",
     "ckpt": "an LSDO training checkpoint (its CLIP towers are used)",
-    "model": f"open_clip ARCH[/PRETRAINED] (default {DEFAULT_MODEL}) or 'tiny' (random-init config)",
+    "model": f"open_clip ARCH[/TAG or /FILE] (default {DEFAULT_MODEL}) or 'tiny' (random-init config)",
     "k": f"LARC regions (default {DEFAULT_K})",
     "heatmap": f"heatmap method, one of {HEATMAP_METHODS} (default attention)",
     "kernel": f"LARD kernel in patches (default {LARDConfig.kernel})",

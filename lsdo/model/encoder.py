@@ -9,14 +9,21 @@ Weights (``model.pretrained``):
     open_clip / plain state dict (optionally under ``state_dict`` and/or ``module.`` prefixes);
   * ``null`` for random initialisation.
 The activation follows the weights: ``model.arch: null`` picks ``ViT-B-32-quickgelu`` for tags
-trained with QuickGELU (``openai``, ``metaclip_*``, ...) and for OpenAI-layout files.
+trained with QuickGELU (``openai``, ``metaclip_*``, ...) and for OpenAI-layout files. A plain
+state-dict file does not record its activation (GELU and QuickGELU have the same weights): it is
+built as ``base_arch`` (GELU) with a warning; ``model.arch=ViT-B-32-quickgelu`` (or
+``model.arch=ViT-B-32``) chooses explicitly. The chosen architecture is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,8 @@ import torch
 from torch import nn
 
 from lsdo.errors import ConfigError, LSDOUserError
+
+log = logging.getLogger(__name__)
 
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -35,21 +44,88 @@ WEIGHT_OPTIONS = (
 )
 
 
-def _resolve_arch(cfg: Any) -> str:
-    """The open_clip architecture name for ``cfg`` (``model.arch`` wins when given)."""
+@dataclass(frozen=True)
+class WeightKeys:
+    """How a tool's command line gives the CLIP weights and architecture, as its error messages and hints say it.
+
+    ``pretrained``: the key that gave the weights (messages about them start with it); ``arch_key``: the key
+    that named the architecture; ``arch_fmt``: what to type to build architecture ``{arch}`` with the same
+    weights; ``keep_gelu_fmt``: what to type to confirm a GELU architecture ``{arch}`` (silences the warning
+    about a state dict's unknown activation; None where the tool has no way); ``options``: the ways to give
+    weights. The defaults are those of the Hydra entry points (``model.*``).
+    """
+
+    pretrained: str = "model.pretrained"
+    arch_key: str = "model.arch"
+    arch_fmt: str = "model.arch={arch}"
+    keep_gelu_fmt: str | None = "model.arch={arch}"
+    options: str = WEIGHT_OPTIONS
+
+
+MODEL_KEYS = WeightKeys()
+
+
+@dataclass(frozen=True)
+class ArchChoice:
+    """The open_clip architecture chosen for a ``model`` config and why."""
+
+    arch: str
+    why: str
+    # The weights are a state-dict file and ``arch`` has a ``-quickgelu`` twin: the activation is a guess (GELU).
+    activation_unknown: bool = False
+
+
+def _choose_arch(cfg: Any) -> ArchChoice:
+    """The open_clip architecture for ``cfg`` (``model.arch`` wins when given)."""
     if cfg.get("arch"):
-        return str(cfg.arch)
+        return ArchChoice(str(cfg.arch), "given by model.arch")
     base = str(cfg.get("base_arch", "ViT-B-32"))
     pretrained = cfg.get("pretrained")
     quick = f"{base}-quickgelu"
     if pretrained is None:
-        return base
+        return ArchChoice(base, "random initialisation")
+    if base.endswith("-quickgelu"):  # the architecture already names its activation
+        return ArchChoice(base, "named with its activation")
     if _looks_like_path(str(pretrained)):
         # OpenAI checkpoints (TorchScript archives or their state dicts) are QuickGELU models.
-        return quick if _is_openai_checkpoint(str(pretrained)) else base
+        if _is_openai_checkpoint(str(pretrained)):
+            return ArchChoice(quick, "an OpenAI checkpoint file (OpenAI's CLIP models use QuickGELU)")
+        return ArchChoice(base, "a state-dict file", activation_unknown=quick in open_clip.list_models())
     if quick in open_clip.list_models() and str(pretrained) in open_clip.list_pretrained_tags_by_model(quick):
-        return quick
-    return base
+        return ArchChoice(quick, f"open_clip lists tag '{pretrained}' as trained with QuickGELU")
+    return ArchChoice(base, f"open_clip tag '{pretrained}'")
+
+
+def _resolve_arch(cfg: Any) -> str:
+    """The open_clip architecture name for ``cfg`` (``model.arch`` wins when given)."""
+    return _choose_arch(cfg).arch
+
+
+def _activation(arch: str) -> str:
+    model_cfg = open_clip.get_model_config(arch) or {}
+    return "QuickGELU" if model_cfg.get("quick_gelu", False) else "GELU"
+
+
+class _OpenClipNotes(logging.Filter):
+    """Drops open_clip's root-logger notes that LSDO reports itself: "No pretrained weights loaded" before a
+    local file is loaded into the model, and a failed download (the error raised then repeats it)."""
+
+    PREFIXES = ("No pretrained weights loaded", "Failed to download weights")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.name == "root" and "open_clip" in record.pathname and record.getMessage().startswith(self.PREFIXES)
+        )
+
+
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    note_filter, root = _OpenClipNotes(), logging.getLogger()
+    root.addFilter(note_filter)
+    try:
+        yield
+    finally:
+        root.removeFilter(note_filter)
 
 
 def _looks_like_path(value: str) -> bool:
@@ -76,11 +152,11 @@ def _is_openai_checkpoint(path: str) -> bool:
     return any(k in sd for k in _OPENAI_EXTRA_KEYS)
 
 
-def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str, keys: WeightKeys = MODEL_KEYS) -> dict[str, torch.Tensor]:
     """Read a CLIP state dict from an OpenAI TorchScript archive or a (wrapped) state-dict file."""
     p = Path(path)
     if not p.is_file():
-        raise LSDOUserError(f"model.pretrained: checkpoint file not found: {path}. Options: {WEIGHT_OPTIONS}")
+        raise LSDOUserError(f"{keys.pretrained}: checkpoint file not found: {path}. Options: {keys.options}")
     try:
         if _is_torchscript(path):
             sd = torch.jit.load(path, map_location="cpu").state_dict()
@@ -91,11 +167,11 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
-        raise LSDOUserError(f"model.pretrained: cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise LSDOUserError(f"{keys.pretrained}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not sd:
-        raise LSDOUserError(f"model.pretrained: {path} holds no state dict")
+        raise LSDOUserError(f"{keys.pretrained}: {path} holds no state dict")
     sd = {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
     return dict(sd)
 
@@ -114,8 +190,11 @@ def image_size_of(cfg: Any) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-def create_clip(cfg: Any) -> tuple[nn.Module, Any]:
-    """Build the open_clip model and its tokenizer from the ``model`` config node."""
+def create_clip(cfg: Any, keys: WeightKeys = MODEL_KEYS) -> tuple[nn.Module, Any]:
+    """Build the open_clip model and its tokenizer from the ``model`` config node.
+
+    ``keys``: how the calling tool names the weights and architecture in its messages (default: ``model.*``).
+    """
     pretrained = cfg.get("pretrained")
     custom = cfg.get("clip_cfg")
     if custom is not None:
@@ -133,14 +212,20 @@ def create_clip(cfg: Any) -> tuple[nn.Module, Any]:
             init_logit_scale=float(kw.get("init_logit_scale", math.log(1 / 0.07))),
         )
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=kw["text_cfg"]["context_length"])
+        act = "QuickGELU" if kw.get("quick_gelu", False) else "GELU"
+        log.info("CLIP: inline model.clip_cfg (%s activation), random initialisation", act)
         return clip, tokenizer
 
-    arch = _resolve_arch(cfg)
+    choice = _choose_arch(cfg)
+    arch = choice.arch
     if arch not in open_clip.list_models():
-        raise ConfigError(f"model.arch: unknown open_clip architecture '{arch}'")
+        raise ConfigError(
+            f"{keys.arch_key}: unknown open_clip architecture '{arch}' (open_clip.list_models() lists them)"
+        )
     if pretrained is not None and _looks_like_path(str(pretrained)):
-        clip = open_clip.create_model(arch, pretrained=None)
-        sd = load_state_dict_file(str(pretrained))
+        sd = load_state_dict_file(str(pretrained), keys)  # first: a wrong path fails before building the model
+        with _quiet_open_clip():
+            clip = open_clip.create_model(arch, pretrained=None)
         for key in _OPENAI_EXTRA_KEYS:
             sd.pop(key, None)
         if "logit_scale" in sd and sd["logit_scale"].ndim != clip.logit_scale.ndim:
@@ -150,17 +235,36 @@ def create_clip(cfg: Any) -> tuple[nn.Module, Any]:
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise LSDOUserError(
-                f"model.pretrained: {pretrained} does not fit open_clip '{arch}' ({first}); "
-                "set model.arch to the checkpoint's architecture"
+                f"{keys.pretrained}: {pretrained} does not fit open_clip '{arch}' ({first}); "
+                f"give the checkpoint's architecture: {keys.arch_fmt.format(arch='ARCH')}"
             ) from None
     else:
         try:
-            clip = open_clip.create_model(arch, pretrained=pretrained)
+            with _quiet_open_clip() if pretrained is not None else nullcontext():
+                clip = open_clip.create_model(arch, pretrained=pretrained)
         except Exception as exc:
             raise LSDOUserError(
-                f"could not load CLIP weights '{pretrained}' for {arch} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). Options: {WEIGHT_OPTIONS}"
+                f"{keys.pretrained}: could not load CLIP weights '{pretrained}' for {arch} ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). Options: {keys.options}"
             ) from None
+    log.info("CLIP: open_clip architecture %s (%s activation; %s)", arch, _activation(arch), choice.why)
+    if choice.activation_unknown:
+        quick = f"{arch}-quickgelu"
+        keep = (
+            f"; pass {keys.keep_gelu_fmt.format(arch=arch)} to keep GELU and silence this warning"
+            if keys.keep_gelu_fmt
+            else ""
+        )
+        log.warning(
+            "%s: %s is a state dict, which does not record the activation (GELU and QuickGELU have the same weights): "
+            "built as open_clip %s (GELU). If it holds QuickGELU weights (OpenAI's CLIP, open_clip's *-quickgelu "
+            "models), every feature is off by about 1%%: pass %s%s",
+            keys.pretrained,
+            pretrained,
+            arch,
+            keys.arch_fmt.format(arch=quick),
+            keep,
+        )
     tokenizer = open_clip.get_tokenizer(arch)
     return clip, tokenizer
 

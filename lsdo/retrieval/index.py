@@ -19,11 +19,25 @@ mean is computed from the *stored* features (after any float16 rounding), so an 
 one go and one consolidated from stored shards are identical.
 
 **On disk** (no pickle): a directory with ``features.safetensors`` (tensors ``features``
-[V, n, d] and ``means`` [V, d]) and ``index.json`` (format name, format version, metadata, ids).
+[V, n, d] and ``means`` [V, d]) and ``index.json`` (format name, format version, metadata, ids,
+and ``checksums``: the SHA-256 and byte size of ``features.safetensors``). Both files are written
+atomically (a temporary file renamed into place), ``index.json`` last.
 :meth:`VideoIndex.load` checks both files (missing, unreadable, truncated, wrong version,
-shapes that disagree with the ids) and raises a one-line :class:`~lsdo.errors.LSDOUserError`
-naming the file. ``load(mmap=True)`` maps the features instead of reading them: a search with a
-prefilter then touches only the means and its candidates' frames.
+shapes that disagree with the ids, contents that do not match the recorded checksum) and raises
+a one-line :class:`~lsdo.errors.LSDOUserError` naming the file. Hashing reads the whole file
+(about 1 s per GB); ``load(verify=False)`` skips it. An index written before checksums existed
+loads with a warning. :func:`verify_index` (``lsdo-index verify``) checks everything: the
+structure, the checksums and that every stored value is finite. ``load(mmap=True)`` maps the
+features instead of reading them: a search with a prefilter then touches only the means and its
+candidates' frames.
+
+**Ids and values.** Ids are any strings; ``lsdo-index build`` makes them from file names with
+:func:`escape_name` (printable, one line, reversible with :func:`unescape_name`). Non-finite
+features (NaN / inf, e.g. from a checkpoint with NaN weights or a float16 overflow) are refused by
+:meth:`VideoIndex.build` / :meth:`VideoIndex.add` (:class:`NonFiniteFeaturesError`, naming the
+video); a search that meets a NaN score anyway (a damaged or older index) raises a one-line
+LSDOUserError naming the video instead of ranking it. Empty or whitespace-only query strings are
+refused (ValueError).
 
 **Search** (:meth:`VideoIndex.search`, returns scores [T, topk] and video indices [T, topk], best
 first; ``topk`` is clipped to the number of candidates):
@@ -75,8 +89,10 @@ import json
 import logging
 import math
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,9 +114,16 @@ __all__ = [
     "FORMAT_VERSION",
     "SEARCH_MODES",
     "FrameStore",
+    "IndexCheck",
+    "NonFiniteFeaturesError",
     "VideoIndex",
+    "escape_name",
     "faiss_available",
+    "file_sha256",
     "model_fingerprint",
+    "printable",
+    "unescape_name",
+    "verify_index",
 ]
 
 FORMAT = "lsdo-video-index"
@@ -117,6 +140,97 @@ FINGERPRINT_SAMPLES = 256  # weight values sampled per tensor for the fingerprin
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BOOL": np.bool_}
 SEARCH_MODES = ("xpool", "regions", "both")
 DEFAULT_REGION_CHUNK = 256  # videos per block in region scoring ([T, chunk, n * (1+K)] cosines)
+
+
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_UNSAFE_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")  # control characters, surrogates, line / paragraph separators
+HASH_BLOCK = 1 << 22  # bytes read at a time when hashing a file
+
+
+class NonFiniteFeaturesError(LSDOUserError, ValueError):
+    """Features (or region embeddings) holding NaN or inf: refused when building or growing an index."""
+
+
+def _escape(text: str, backslash: bool) -> str:
+    out = []
+    for ch in text:
+        if ch in _NAMED_ESCAPES and (backslash or ch != "\\"):
+            out.append(_NAMED_ESCAPES[ch])
+        elif ch == "\\" or unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte 0x80-0xff
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def escape_name(name: str) -> str:
+    r"""A file name (or relative path) of any bytes -> a printable one-line string, reversibly.
+
+    ``name`` is a ``str`` as ``os.listdir`` / ``os.walk`` / ``os.fsdecode`` give it (bytes that are
+    not valid UTF-8 appear as the surrogates U+DC80..U+DCFF). A backslash becomes ``\\``; newline,
+    carriage return and tab become ``\n``, ``\r``, ``\t``; an undecodable byte ``\xNN`` (NN >= 80);
+    any other control character, surrogate or line / paragraph separator ``\xNN`` (below 0x80),
+    ``\uNNNN`` or ``\UNNNNNNNN``. Everything else (``/``, spaces, accents, CJK, emoji) is kept, so
+    ordinary names are unchanged. :func:`unescape_name` inverts it. ``lsdo-index build`` stores
+    ids and lists skipped files in this form.
+    """
+    return _escape(name, backslash=True)
+
+
+def unescape_name(text: str) -> str:
+    r"""Inverse of :func:`escape_name`: the ``str`` name (undecodable bytes as surrogates).
+
+    ``os.fsencode(unescape_name(video_id))`` is the file's relative path as bytes, without its
+    extension for an index id. ValueError on a malformed escape.
+    """
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        code = text[i + 1 : i + 2]
+        simple = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+        if code in simple:
+            out.append(simple[code])
+            i += 2
+            continue
+        width = {"x": 2, "u": 4, "U": 8}.get(code)
+        digits = text[i + 2 : i + 2 + width] if width else ""
+        if not width or len(digits) != width or any(c not in "0123456789abcdefABCDEF" for c in digits):
+            raise ValueError(f"malformed escape at position {i} of {text!r}")
+        value = int(digits, 16)
+        if code == "x" and value >= 0x80:
+            value += 0xDC00  # an undecodable byte
+        out.append(chr(value))
+        i += 2 + width
+    return "".join(out)
+
+
+def printable(text: str) -> str:
+    r"""``text`` on one printable line, for messages and listings (not reversible).
+
+    Like :func:`escape_name` but backslashes are kept as they are: control characters, surrogates
+    (undecodable bytes) and line separators become ``\n``, ``\t``, ``\xNN``, ... An id made by
+    :func:`escape_name` is returned unchanged.
+    """
+    return _escape(text, backslash=False)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's contents, read in blocks (about 1 s per GB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
 
 
 class FrameStore(Protocol):
@@ -278,9 +392,129 @@ def _read_features(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dic
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` via a temporary file and a rename: never a partial or empty file."""
+    data = text.encode("utf-8")  # before opening anything: an encoding error leaves no file behind
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json_text(doc: Any) -> str:
+    """``doc`` as indented JSON; non-ASCII kept readable unless it holds lone surrogates (then escaped)."""
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # e.g. a path with undecodable bytes in the creation info
+        text = json.dumps(doc, indent=1)
+    return text
+
+
+def _nonfinite_rows(tensor: FrameStore, chunk: int = 4096) -> list[int]:
+    """Indices of the rows (videos) of ``tensor`` [V, ...] holding NaN or inf, read ``chunk`` rows at a time."""
+    bad: list[int] = []
+    for start in range(0, tensor.shape[0], chunk):
+        part = tensor[start : start + chunk]
+        if part.dtype == torch.bool:
+            continue
+        ok = torch.isfinite(part).flatten(1).all(dim=1)  # [c]
+        bad += (torch.nonzero(~ok).flatten() + start).tolist()
+    return bad
+
+
+def _refuse_nonfinite(
+    tensors: dict[str, torch.Tensor], ids: Sequence[str], source: dict[str, torch.Tensor] | None = None
+) -> None:
+    """NonFiniteFeaturesError naming the first video whose stored ``tensors`` hold NaN / inf.
+
+    ``source``: the same tensors before the cast to the storage dtype, to tell a float16 overflow apart.
+    """
+    for name, tensor in tensors.items():
+        bad = _nonfinite_rows(tensor)
+        if not bad:
+            continue
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        what = "features" if name == "features" else f"{name.replace('_', ' ')}"
+        before = source.get(name) if source else None
+        if before is not None and not _nonfinite_rows(before[bad[0] : bad[0] + 1]):
+            hint = "values beyond float16's range (65504): store them as float32 (dtype=torch.float32 / fp16=false)"
+        else:
+            hint = "NaN or inf from the model (a checkpoint with NaN weights?) or its input: check them and rebuild"
+        raise NonFiniteFeaturesError(
+            f"video '{printable(ids[bad[0]])}'{more} has non-finite {what}; refusing to index it: {hint}"
+        )
+
+
+def _checksum_problem(path: Path, entry: dict[str, Any] | None, hash_it: bool = True) -> str | None:
+    """Why ``path`` does not match its recorded ``entry`` ({"sha256", "bytes"}), or None when it does."""
+    if entry is None:
+        return "has no checksum recorded"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"has {size} bytes but {META_FILE} records {entry['bytes']}"
+    if hash_it:
+        got = file_sha256(path)
+        if got != entry["sha256"]:
+            return f"does not match its SHA-256 in {META_FILE} ({got[:12]}... instead of {entry['sha256'][:12]}...)"
+    return None
+
+
+@dataclass
+class IndexCheck:
+    """What :func:`verify_index` found.
+
+    ``files``: (file name, ``"ok"`` | ``"FAILED"`` | ``"unverified"``, detail) per data file;
+    ``nonfinite``: ids of the videos whose stored features / means / regions hold NaN or inf.
+    """
+
+    path: Path
+    num_videos: int
+    files: list[tuple[str, str, str]] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.nonfinite and all(status != "FAILED" for _, status, _ in self.files)
+
+    def problems(self) -> list[str]:
+        """One phrase per problem (empty when :attr:`ok`)."""
+        out = [f"{self.path / name} {detail}" for name, status, detail in self.files if status == "FAILED"]
+        if self.nonfinite:
+            more = f" and {len(self.nonfinite) - 1} more" if len(self.nonfinite) > 1 else ""
+            out.append(f"non-finite values (NaN / inf) stored for video '{printable(self.nonfinite[0])}'{more}")
+        return out
+
+
+def verify_index(path: str | os.PathLike) -> IndexCheck:
+    """Check an index directory completely: structure, checksums and finite values (``lsdo-index verify``).
+
+    A structural problem (missing file, unreadable JSON, truncated tensors, shapes that disagree)
+    raises the one-line LSDOUserError of :meth:`VideoIndex.load`; everything else is reported in the
+    returned :class:`IndexCheck` (a checksum mismatch, a file without a recorded checksum, videos
+    with NaN / inf). Reads every byte of the index once for the hash and once for the values.
+    """
+    index = VideoIndex.load(path, mmap=True, verify=False)
+    root = Path(index.source or path)
+    check = IndexCheck(root, len(index))
+    entry = (index.checksums or {}).get(FEATURES_FILE)
+    if entry is None:
+        check.files.append(
+            (FEATURES_FILE, "unverified", "has no checksum (written by an older lsdo; rebuild to add one)")
+        )
+    else:
+        problem = _checksum_problem(root / FEATURES_FILE, entry)
+        if problem:
+            check.files.append((FEATURES_FILE, "FAILED", problem))
+        else:
+            check.files.append((FEATURES_FILE, "ok", f"sha256 {entry['sha256'][:16]}..., {entry['bytes']} bytes"))
+    bad: set[int] = set()
+    for tensor in (index.features, index.means, index.regions):
+        if tensor is not None:
+            bad.update(_nonfinite_rows(tensor))
+    check.nonfinite = [index.ids[i] for i in sorted(bad)]
+    return check
 
 
 class VideoIndex:
@@ -331,6 +565,7 @@ class VideoIndex:
         self.faiss_nlist = faiss_nlist
         self.faiss_nprobe = int(faiss_nprobe)
         self.source = source  # the directory it was loaded from / saved to (for messages)
+        self.checksums: dict[str, dict[str, Any]] | None = None  # file -> {"sha256", "bytes"} once saved / loaded
         self._faiss: Any = None
         self._faiss_quantizer: Any = None
         self._faiss_key: tuple | None = None
@@ -399,6 +634,9 @@ class VideoIndex:
         per frame; stored in ``dtype``), described by ``region_info`` (e.g. method, k, grid;
         recorded as ``meta["regions"]`` with ``num_regions`` = K). ``options``: ``faiss_threshold``,
         ``faiss_nlist``, ``faiss_nprobe`` (see the module docstring).
+
+        Features or regions holding NaN / inf (after the cast to ``dtype``) raise
+        :class:`NonFiniteFeaturesError` (a ValueError and a one-line LSDOUserError) naming the video.
         """
         ids = _check_ids(ids)
         if not isinstance(video, torch.Tensor) or video.ndim != 3:
@@ -414,6 +652,8 @@ class VideoIndex:
             raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
         features = video.detach().to("cpu", dtype).contiguous()  # [V, n, d]
         stored_regions, stored_mask = cls._check_regions(features, regions, region_mask, dtype)
+        stored = {"features": features} if stored_regions is None else {"features": features, "regions": stored_regions}
+        _refuse_nonfinite(stored, ids, source={"features": video, "regions": regions})
         sections = _config_sections(config)
         meta = {
             "num_videos": int(features.shape[0]),
@@ -493,10 +733,12 @@ class VideoIndex:
         if clash:
             raise ValueError(f"{len(clash)} ids are already in the index, e.g. {sorted(clash)[:3]}")
         new = video.detach().to("cpu", self.dtype).contiguous()
+        _refuse_nonfinite({"features": new}, ids, source={"features": video})
         if self.regions is not None and self.region_mask is not None:
             new_r, new_m = self._check_regions(new, regions, region_mask, self.dtype)
             if new_r is None or new_r.shape[2] != self.num_slots:
                 raise ValueError(f"regions must have {self.num_slots} slots per frame, got {tuple(regions.shape)}")
+            _refuse_nonfinite({"regions": new_r}, ids, source={"regions": regions})
             self.regions = torch.cat([self.regions, new_r])  # type: ignore[list-item]
             self.region_mask = torch.cat([self.region_mask, new_m])  # type: ignore[list-item]
         self.features = torch.cat([self.features, new])
@@ -520,18 +762,27 @@ class VideoIndex:
                 raise TypeError("only an index whose regions are a tensor can be saved")
             tensors.update(regions=self.regions.contiguous(), region_mask=self.region_mask.contiguous())
         tmp = path / (FEATURES_FILE + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
-        os.replace(tmp, path / FEATURES_FILE)
-        doc = {"format": FORMAT, "version": FORMAT_VERSION, **self.meta, "ids": self.ids}
-        _atomic_write_text(path / META_FILE, json.dumps(doc, indent=1, ensure_ascii=False))  # written last
+        try:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
+            checksums = {FEATURES_FILE: {"sha256": file_sha256(tmp), "bytes": tmp.stat().st_size}}
+            os.replace(tmp, path / FEATURES_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
+        doc = {"format": FORMAT, "version": FORMAT_VERSION, **self.meta, "checksums": checksums, "ids": self.ids}
+        _atomic_write_text(path / META_FILE, _json_text(doc))  # written last
         self.source = str(path)
+        self.checksums = checksums
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, mmap: bool = False, **options: Any) -> VideoIndex:
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True, **options: Any) -> VideoIndex:
         """Read an index directory written by :meth:`save`; any problem is a one-line LSDOUserError.
 
         ``mmap=True`` maps ``features.safetensors`` (copy-on-write) instead of reading it.
+        ``verify=True`` (default) checks ``features.safetensors`` against the SHA-256 recorded in
+        ``index.json`` (reads the whole file once, about 1 s per GB); an index without checksums
+        (written by an older lsdo) loads with a warning. ``verify=False`` skips the hash (the sizes
+        and the structure are still checked).
         ``options``: ``faiss_threshold``, ``faiss_nlist``, ``faiss_nprobe``.
         """
         path = Path(path)
@@ -545,12 +796,26 @@ class VideoIndex:
         if not meta_path.is_file():
             raise LSDOUserError(f"index: {meta_path} is missing; is {path} an index written by lsdo-index build?")
         try:
-            doc = json.loads(meta_path.read_text())
+            doc = json.loads(meta_path.read_bytes().decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise LSDOUserError(f"index: {meta_path} is not valid JSON ({_short(exc)}); rebuild the index") from None
         meta, ids = cls._check_meta(doc, meta_path)
+        checksums = cls._check_checksums(doc, meta_path)
         feats_path = path / FEATURES_FILE
         tensors, st_meta = _read_features(feats_path, mmap)
+        if checksums is None:
+            log.warning(
+                "index %s has no checksums (written by an older lsdo): its contents cannot be verified; "
+                "rebuild it to add them",
+                path,
+            )
+        else:
+            problem = _checksum_problem(feats_path, checksums.get(FEATURES_FILE), hash_it=verify)
+            if problem:
+                raise LSDOUserError(
+                    f"index: {feats_path} {problem}: the file is damaged or was changed after the build; "
+                    f"rebuild the index (lsdo-index verify index={path} checks every file)"
+                )
         if st_meta.get("version") not in (None, str(FORMAT_VERSION)):
             raise LSDOUserError(
                 f"index: {feats_path} has format version {st_meta.get('version')}, this lsdo reads {FORMAT_VERSION}"
@@ -586,7 +851,26 @@ class VideoIndex:
                     f"index: {feats_path} holds region_mask {list(region_mask.shape)} {region_mask.dtype}, "
                     f"expected [{v}, {n}, {1 + k}] bool; rebuild the index"
                 )
-        return cls(features, means, ids, meta, source=str(path), regions=regions, region_mask=region_mask, **options)
+        index = cls(features, means, ids, meta, source=str(path), regions=regions, region_mask=region_mask, **options)
+        index.checksums = checksums
+        return index
+
+    @staticmethod
+    def _check_checksums(doc: dict[str, Any], meta_path: Path) -> dict[str, dict[str, Any]] | None:
+        """``index.json``'s ``checksums`` (file -> {"sha256": hex, "bytes": int}); None when absent (an older index)."""
+        if "checksums" not in doc:
+            return None
+        sums = doc["checksums"]
+        entry = sums.get(FEATURES_FILE) if isinstance(sums, dict) else None
+        valid = (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and len(entry["sha256"]) == 64
+            and isinstance(entry.get("bytes"), int)
+        )
+        if not valid:
+            raise LSDOUserError(f"index: {meta_path} has a malformed 'checksums' entry; rebuild the index")
+        return sums
 
     @staticmethod
     def _check_meta(doc: Any, meta_path: Path) -> tuple[dict[str, Any], list[str]]:
@@ -614,7 +898,7 @@ class VideoIndex:
             raise bad(f"has dtype {doc.get('dtype')!r} (expected float32 or float16)")
         if not isinstance(doc.get("model"), dict) or not isinstance(doc["model"].get("fingerprint"), str):
             raise bad("has no model fingerprint")
-        meta = {k: v for k, v in doc.items() if k not in ("format", "version", "ids")}
+        meta = {k: v for k, v in doc.items() if k not in ("format", "version", "ids", "checksums")}
         return meta, ids
 
     # ------------------------------------------------------------------ model check
@@ -649,8 +933,29 @@ class VideoIndex:
             raise TypeError("text must be TextFeatures (model.encode_text) or a list of strings")
         if not text:
             raise ValueError("no query texts given")
+        empty = [i for i, t in enumerate(text) if not t.strip()]
+        if empty:
+            raise ValueError(
+                f"query text {empty[0] + 1} of {len(text)} is empty or only whitespace: "
+                "describe the video to find, e.g. 'a man sings'"
+            )
         tokens = model.tokenize(list(text)).to(_device_of(model))
         return model.encode_text(tokens)
+
+    def _refuse_nan(self, scores: torch.Tensor, videos: torch.Tensor) -> None:
+        """LSDOUserError naming the first video with a NaN / +inf score: scores [T, c], their videos [T, c] or [c]."""
+        bad = torch.isnan(scores) | (scores == float("inf"))
+        if not bool(bad.any()):
+            return
+        found = videos.expand_as(scores)[bad].unique()
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        where = f" {self.source}" if self.source else ""
+        check = f"lsdo-index verify index={self.source}" if self.source else "lsdo-index verify"
+        raise LSDOUserError(
+            f"index{where}: video '{printable(self.ids[int(found[0])])}'{more} has non-finite stored values "
+            f"(score {scores[bad][0].item()}): the index is damaged or was built without checks; "
+            f"check it with {check} and rebuild it"
+        )
 
     @torch.no_grad()
     def search(
@@ -698,6 +1003,8 @@ class VideoIndex:
         text = self._as_text(model, text)
         if text.target.ndim != 2 or text.target.shape[-1] != self.dim:
             raise ValueError(f"text features [T, {self.dim}] expected, got {tuple(text.target.shape)}")
+        if not all(bool(torch.isfinite(t).all()) for t in (text.query, text.target, text.eos)):
+            raise ValueError("the text features hold NaN or inf: the model's text encoder is broken (NaN weights?)")
         if mode == "regions":
             return self.search_regions(text.eos, topk)
         region_text = text.eos.detach().to("cpu", torch.float32) if mode == "both" else None  # [T, d]
@@ -753,6 +1060,7 @@ class VideoIndex:
             stop = min(start + step, len(self))
             scores = self.region_scores(text_emb, slice(start, stop))  # [T, c]
             index = torch.arange(start, stop).expand(num_texts, -1)  # [T, c]
+            self._refuse_nan(scores, index)
             best_s, best_i = _merge_topk(best_s, best_i, scores, index, k)
         return best_s, best_i
 
@@ -784,6 +1092,7 @@ class VideoIndex:
             if region_text is not None:
                 scores = scores + self.region_scores(region_text, slice(start, stop))  # [T, c]
             index = torch.arange(start, stop).expand(num_texts, -1)  # [T, c]
+            self._refuse_nan(scores, index)
             best_s, best_i = _merge_topk(best_s, best_i, scores, index, k)
         return best_s, best_i
 
@@ -808,6 +1117,7 @@ class VideoIndex:
         step = max(PREFILTER_BLOCK // max(num_texts, 1), 4096)
         for start in range(0, len(self), step):
             coarse = query @ self.means[start : start + step].T  # [T, c]: cosines
+            self._refuse_nan(coarse, torch.arange(start, start + coarse.shape[1]))
             top = coarse.topk(min(k, coarse.shape[1]), dim=1)
             all_s, all_i = torch.cat([best_s, top.values], 1), torch.cat([best_i, top.indices + start], 1)
             keep = all_s.topk(min(k, all_s.shape[1]), dim=1).indices
@@ -829,6 +1139,10 @@ class VideoIndex:
         if self._faiss is not None and self._faiss_key == key:
             return self._faiss
         means = np.ascontiguousarray(self.means.numpy(), dtype=np.float32)  # [V, d]
+        finite = np.isfinite(means).all(axis=1)  # [V]
+        if not finite.all():
+            rows = np.flatnonzero(~finite)
+            self._refuse_nan(torch.full((1, len(rows)), float("nan")), torch.from_numpy(rows)[None])
         if self.faiss_nlist is None:
             index = faiss.IndexFlatIP(self.dim)
         else:
@@ -888,6 +1202,7 @@ class VideoIndex:
             dense = scorer.score(text[start : start + group], chunk_size).float().cpu()  # [t, U]
             if region_text is not None:
                 dense = dense + self.region_scores(region_text[start : start + group], videos)  # [t, U]
+            self._refuse_nan(dense, videos)
             scores = dense.gather(1, local)  # [t, K]
             order = scores.sort(dim=1, descending=True, stable=True).indices[:, :out_k]
             scores_out[start : start + group] = scores.gather(1, order)

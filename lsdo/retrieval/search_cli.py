@@ -1,4 +1,4 @@
-"""Command-line tools over :class:`~lsdo.retrieval.index.VideoIndex`: ``lsdo-index`` and ``lsdo-search``.
+r"""Command-line tools over :class:`~lsdo.retrieval.index.VideoIndex`: ``lsdo-index`` and ``lsdo-search``.
 
 ::
 
@@ -6,19 +6,37 @@
                      [ext=.mp4,.avi,...] [workers=0] [shard_size=256] [device=auto] [overwrite=false]
                      [region_encoder=none|inverse_attention|grid] [region_k=4] [grid=2]
     lsdo-index info index=INDEX
+    lsdo-index verify index=INDEX
     lsdo-search index=INDEX ckpt=PATH "a man sings into a microphone" ["another query" ...]
-                [--topk 10 | topk=10] [prefilter_k=K] [region_mode=xpool|regions|both]
+                [--topk 10 | topk=10] [prefilter_k=K] [region_mode=xpool|regions|both] [verify=true]
 
 ``build`` indexes every file under DIR (recursively) whose extension is in ``ext``; a video's id
 is its path relative to DIR without the extension, with ``/`` separators. The model is rebuilt
 from the checkpoint alone; each video is decoded (``num_frames`` uniformly sampled frames, the
 test transform at the encoder's resolution) and encoded with ``model.encode_video`` in batches,
 without autograd. Files that cannot be decoded (zero bytes, not a video, corrupt) are reported,
-skipped, and listed in ``INDEX/skipped.txt``.
+skipped, and listed in ``INDEX/skipped.txt`` (one ``relative path<TAB>reason`` line each).
+
+File names of any bytes are indexed: ids, ``skipped.txt`` and every listing use
+:func:`~lsdo.retrieval.index.escape_name`'s form, one printable line per name: a backslash is
+written ``\\``, a newline / carriage return / tab ``\n`` / ``\r`` / ``\t``, a byte that is not
+valid UTF-8 ``\xNN`` and any other control character ``\xNN`` or ``\uNNNN`` (ordinary names are
+unchanged); ``os.fsencode(unescape_name(id))`` gives the file's path back (without its
+extension). A video whose features come out non-finite (NaN / inf: a checkpoint with NaN
+weights, or a float16 overflow with ``fp16=true``) stops the build with a one-line error naming
+the file (finished shards are kept).
+
+``info`` prints an index's metadata. ``verify`` checks an index completely: its structure,
+``features.safetensors`` against the SHA-256 recorded in ``index.json`` when it was built, and
+that every stored value is finite; it prints one line per check and ends with ``OK`` (exit 0) or
+a one-line ``error:`` naming what failed (exit 2). ``lsdo-search`` checks the SHA-256 on every load
+too (about 1 s per GB of index; ``verify=false`` skips it) and refuses empty queries.
 
 Resumable: videos are encoded in shards of ``shard_size`` files (the sorted file list, cut in
 order); each finished shard is written to ``INDEX/.partial/shard_XXXX.safetensors`` + ``.json``
-(its ids, the files' sizes and modification times, its skipped files). A rerun with the same
+(its ids, the files' sizes and modification times, its skipped files, the SHA-256 of its
+tensors; both written to a temporary name and renamed, so a shard is whole or absent; a shard
+whose tensors no longer match their SHA-256 is encoded again). A rerun with the same
 settings reuses every shard whose files are unchanged and encodes only the rest, so an
 interrupted build (killed, Ctrl-C) loses at most the shard in progress, and because the
 remaining files are cut into the same shards as in an uninterrupted run the final index is the
@@ -64,7 +82,16 @@ from tqdm import tqdm
 from lsdo.cli import run_plain
 from lsdo.errors import LSDOUserError
 from lsdo.model.lsdo_model import LSDOModel
-from lsdo.retrieval.index import META_FILE, SEARCH_MODES, VideoIndex, model_fingerprint
+from lsdo.retrieval.index import (
+    META_FILE,
+    SEARCH_MODES,
+    VideoIndex,
+    escape_name,
+    file_sha256,
+    model_fingerprint,
+    printable,
+    verify_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +117,7 @@ INDEX_KEYS = {
     "grid": "grid: tiles per side (default 2)",
 }
 INFO_KEYS = {"index": "index directory"}
+VERIFY_KEYS = {"index": "index directory to check (structure, SHA-256 checksums, finite values)"}
 SEARCH_KEYS = {
     "index": "index directory written by lsdo-index build",
     "ckpt": "the checkpoint the index was built with",
@@ -97,6 +125,7 @@ SEARCH_KEYS = {
     "prefilter_k": "mean-pool prefilter: re-rank only K videos per query (default: score every video)",
     "region_mode": "xpool | regions | both: X-Pool, best frame x region (LAFM), or their sum (default xpool)",
     "device": "auto | cpu | cuda (default cpu)",
+    "verify": "check features.safetensors against its SHA-256 first (default true; about 1 s per GB)",
 }
 
 
@@ -204,11 +233,9 @@ def _extensions(text: str) -> tuple[str, ...]:
 
 def load_model(ckpt: str, device: torch.device | str = "cpu") -> tuple[LSDOModel, dict[str, Any]]:
     """(model in eval mode, saved config) rebuilt from a training checkpoint alone."""
-    from lsdo.evaluate import load_checkpoint, rebuild
+    from lsdo.checkpoint import load_model as load_checkpoint_model
 
-    cfg, state_dict = load_checkpoint(ckpt)
-    model = rebuild(cfg, state_dict).model.eval().to(device)
-    return model, cfg
+    return load_checkpoint_model(ckpt, device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +245,7 @@ def load_model(ckpt: str, device: torch.device | str = "cpu") -> tuple[LSDOModel
 
 @dataclass(frozen=True)
 class VideoFile:
-    """One file to index: its id (relative path without extension), path, relative path, size, mtime."""
+    """One file to index: its id (escaped relative path without extension), path, escaped relative path, size, mtime."""
 
     id: str
     path: Path
@@ -231,7 +258,10 @@ class VideoFile:
 
 
 def discover(root: Path, exts: tuple[str, ...]) -> tuple[list[VideoFile], list[tuple[str, str]]]:
-    """Video files under ``root`` (recursive, sorted by id) and (relative path, reason) of duplicate ids."""
+    """Video files under ``root`` (recursive, sorted by id) and (relative path, reason) of duplicate ids.
+
+    Ids and relative paths are :func:`escape_name`'d (any bytes; one printable line each).
+    """
     found: dict[str, VideoFile] = {}
     dups: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -240,10 +270,10 @@ def discover(root: Path, exts: tuple[str, ...]) -> tuple[list[VideoFile], list[t
             path = Path(dirpath) / name
             if path.suffix.lower() not in exts or not path.is_file():
                 continue
-            rel = path.relative_to(root).as_posix()
-            vid = rel[: -len(path.suffix)]
+            raw = path.relative_to(root).as_posix()  # undecodable bytes as surrogates
+            rel, vid = escape_name(raw), escape_name(raw[: -len(path.suffix)])  # printable, one line
             if vid in found:
-                dups.append((rel, f"same id {vid!r} as {found[vid].rel}"))
+                dups.append((rel, f"same id '{vid}' as {found[vid].rel}"))
                 continue
             st = path.stat()
             found[vid] = VideoFile(vid, path, rel, st.st_size, st.st_mtime_ns)
@@ -276,7 +306,8 @@ class _Decoded(torch.utils.data.Dataset):
             reason = str(exc).strip() or type(exc).__name__
             prefix = f"{f.path}: "
             reason = reason[len(prefix) :] if reason.startswith(prefix) else reason
-            return i, None, None, reason.splitlines()[0][:300]
+            reason = reason.replace(str(f.path), printable(str(f.path)))  # a newline in the name cuts no line
+            return i, None, None, printable(reason.splitlines()[0][:300])
         return i, frames, (raw if self.keep_raw else None), None
 
 
@@ -290,10 +321,19 @@ def _decoded_stream(
     return iter(loader)
 
 
-def _atomic_json(path: Path, doc: Any) -> None:
+def _atomic_write(path: Path, text: str) -> None:
+    """UTF-8 ``text`` to ``path`` via a temporary file and a rename: never a partial or empty file."""
+    data = text.encode("utf-8", errors="backslashreplace")  # encoded before any file is opened
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_json(path: Path, doc: Any) -> None:
+    _atomic_write(path, json.dumps(doc, indent=1))  # ASCII: any string (even a lone surrogate) round-trips
 
 
 @dataclass
@@ -316,7 +356,7 @@ def _load_partial(partial: Path, settings: dict[str, Any], files: dict[str, Vide
     for number, meta_path in shards:
         done.next_shard = max(done.next_shard, number + 1)
         try:
-            doc = json.loads(meta_path.read_text())
+            doc = json.loads(meta_path.read_bytes().decode("utf-8"))
         except (OSError, ValueError):
             log.warning("ignoring unreadable partial shard %s", meta_path)
             continue
@@ -327,6 +367,9 @@ def _load_partial(partial: Path, settings: dict[str, Any], files: dict[str, Vide
         tensors = meta_path.with_suffix(".safetensors")
         if doc.get("ids") and not tensors.is_file():
             log.warning("ignoring partial shard %s (its features file is missing)", meta_path)
+            continue
+        if doc.get("ids") and doc.get("sha256") and file_sha256(tensors) != doc["sha256"]:
+            log.warning("ignoring partial shard %s (its features file does not match its SHA-256)", meta_path)
             continue
 
         def fresh(vid: str, stamp: list[Any]) -> bool:
@@ -355,15 +398,21 @@ def _write_shard(
     """One finished shard: its tensors (``features`` [b, n, d], with regions also ``regions`` / ``region_mask``)."""
     partial.mkdir(parents=True, exist_ok=True)
     stem = partial / f"shard_{number:04d}"
+    digest = None
     if feats["features"]:
         tmp = stem.with_name(stem.name + ".safetensors.tmp")
-        save_file({name: torch.cat(parts).contiguous() for name, parts in feats.items() if parts}, str(tmp))
-        os.replace(tmp, stem.with_suffix(".safetensors"))
+        try:
+            save_file({name: torch.cat(parts).contiguous() for name, parts in feats.items() if parts}, str(tmp))
+            digest = file_sha256(tmp)
+            os.replace(tmp, stem.with_suffix(".safetensors"))
+        finally:
+            tmp.unlink(missing_ok=True)
     doc = {
         "settings": settings,
         "ids": [f.id for f in ids],
         "stamps": [f.stamp() for f in ids],
         "skipped": [[f.id, f.stamp(), reason] for f, reason in skipped],
+        "sha256": digest,
     }
     _atomic_json(stem.with_suffix(".json"), doc)  # written last: marks the shard complete
 
@@ -479,13 +528,14 @@ def build_index(opts: dict[str, str]) -> int:
     ids = sorted(done.rows)
     out.mkdir(parents=True, exist_ok=True)
     skipped_path = out / SKIPPED_FILE
-    if skipped:
-        skipped_path.write_text("".join(f"{rel}\t{reason}\n" for rel, reason in skipped))
+    if skipped:  # escaped names and reasons: exactly one line per skipped file
+        _atomic_write(skipped_path, "".join(f"{rel}\t{printable(reason)}\n" for rel, reason in skipped))
     elif skipped_path.exists():
         skipped_path.unlink()
     if not ids:
         raise LSDOUserError(
-            f"videos: none of the {len(files)} video files under {root} could be decoded (see {skipped_path})"
+            f"videos: none of the {len(files)} video files under {printable(str(root))} could be decoded "
+            f"(see {printable(str(skipped_path))})"
         )
     info = {
         "ckpt": str(opts["ckpt"]),
@@ -511,7 +561,7 @@ def build_index(opts: dict[str, str]) -> int:
     index.save(out)
     shutil.rmtree(partial, ignore_errors=True)
     line = f"indexed {len(ids)} videos, skipped {len(skipped)}"
-    print(line + (f" (unreadable; listed in {skipped_path})" if skipped else ""))
+    print(line + (f" (unreadable; listed in {printable(str(skipped_path))})" if skipped else ""))
     return 0
 
 
@@ -546,15 +596,36 @@ def _encode_all(
     shard, feats, ok, skipped = first_shard, empty(), [], []
     batch: list[tuple[VideoFile, torch.Tensor, torch.Tensor | None]] = []
 
+    def refuse_nonfinite(what: str, stored: torch.Tensor, computed: torch.Tensor) -> None:
+        """One-line error naming the first video of the batch whose stored ``what`` [B, ...] hold NaN / inf."""
+        finite = torch.isfinite(stored).flatten(1).all(dim=1)  # [B]
+        if bool(finite.all()):
+            return
+        first = int(torch.nonzero(~finite)[0])
+        if bool(torch.isfinite(computed[first]).all()):
+            hint = "values beyond float16's range: build with fp16=false"
+        else:
+            hint = "the checkpoint's weights may hold NaN (check its training run)"
+        raise LSDOUserError(
+            f"videos: encoding {batch[first][0].rel} gave non-finite {what} (NaN / inf), refusing to index it: "
+            f"{hint}; finished shards are kept in {printable(str(partial))}"
+        )
+
     def flush_batch() -> None:
         if batch:
             frames = torch.stack([fr for _, fr, _ in batch]).to(device)  # [B, n, 3, S, S]
-            feats["features"].append(model.encode_video(frames).to("cpu", dtype))  # [B, n, d]
+            encoded = model.encode_video(frames)  # [B, n, d]
+            stored = encoded.to("cpu", dtype)
+            refuse_nonfinite("features", stored, encoded)
+            feats["features"].append(stored)  # [B, n, d]
             if regioner is not None:
                 raw = [frame for _, _, r in batch for frame in r.unbind(0)]  # B*n uint8 [3, H, W]
                 emb, mask, _ = regioner.encode(raw)  # [B*n, 1+K, d], [B*n, 1+K]
                 b, n = len(batch), frames.shape[1]
-                feats["regions"].append(emb.to("cpu", dtype).view(b, n, *emb.shape[1:]))  # [B, n, 1+K, d]
+                emb = emb.reshape(b, n, *emb.shape[1:])  # [B, n, 1+K, d]
+                stored_emb = emb.to("cpu", dtype)
+                refuse_nonfinite("region embeddings", stored_emb, emb)
+                feats["regions"].append(stored_emb)  # [B, n, 1+K, d]
                 feats["region_mask"].append(mask.to("cpu", torch.bool).view(b, n, -1))  # [B, n, 1+K]
             ok.extend(f for f, _, _ in batch)
             batch.clear()
@@ -579,22 +650,56 @@ def _encode_all(
 
 
 def index_info(opts: dict[str, str]) -> int:
-    """``lsdo-index info``: print an index's metadata."""
+    """``lsdo-index info``: print an index's metadata (quick: the checksum is not computed; see ``verify``)."""
     _required(opts, "index")
-    index = VideoIndex.load(opts["index"], mmap=True)
+    index = VideoIndex.load(opts["index"], mmap=True, verify=False)
     meta = {k: v for k, v in index.meta.items()}
+    if index.checksums is not None:
+        meta["checksums"] = index.checksums
     print(repr(index))
     print(json.dumps(meta, indent=1))
     return 0
 
 
+def index_verify(opts: dict[str, str]) -> int:
+    """``lsdo-index verify``: structure, SHA-256 checksums and finite values of an index; exit 0 (OK) or 2."""
+    _required(opts, "index")
+    check = verify_index(opts["index"])  # a structural problem: LSDOUserError (one line)
+    for name, status, detail in check.files:
+        print(f"{status:<10}  {name}  {detail}")
+    if check.nonfinite:
+        first = printable(check.nonfinite[0])
+        count = (
+            f"{len(check.nonfinite)} video holds"
+            if len(check.nonfinite) == 1
+            else f"{len(check.nonfinite)} videos hold"
+        )
+        print(f"{'FAILED':<10}  values  {count} NaN / inf, e.g. '{first}'")
+    else:
+        print(f"{'ok':<10}  values  every stored value of the {check.num_videos} videos is finite")
+    where = printable(str(check.path))
+    if not check.ok:
+        raise LSDOUserError(f"index {where}: " + "; ".join(check.problems()) + "; rebuild it with lsdo-index build")
+    unverified = any(status == "unverified" for _, status, _ in check.files)
+    note = " (structure and values only: no checksum recorded; rebuild the index to add one)" if unverified else ""
+    print(f"OK: {where}, {check.num_videos} videos{note}")
+    return 0
+
+
 def _index(argv: list[str]) -> int:
-    commands = {"build": (INDEX_KEYS, build_index), "info": (INFO_KEYS, index_info)}
+    commands = {
+        "build": (INDEX_KEYS, build_index),
+        "info": (INFO_KEYS, index_info),
+        "verify": (VERIFY_KEYS, index_verify),
+    }
     if not argv or argv[0] in ("-h", "--help"):
-        print(_usage("lsdo-index build", INDEX_KEYS) + "\n\n" + _usage("lsdo-index info", INFO_KEYS))
+        print("\n\n".join(_usage(f"lsdo-index {name}", keys) for name, (keys, _) in commands.items()))
         return 0 if argv else 2
     if argv[0] not in commands:
-        raise LSDOUserError(f"unknown command {argv[0]!r}: use lsdo-index build ... or lsdo-index info index=...")
+        raise LSDOUserError(
+            f"unknown command {argv[0]!r}: use lsdo-index build ..., lsdo-index info index=... "
+            "or lsdo-index verify index=..."
+        )
     keys, fn = commands[argv[0]]
     try:
         opts, _ = parse_args(argv[1:], keys)
@@ -624,6 +729,13 @@ def _search(argv: list[str]) -> int:
     _required(opts, "index", "ckpt")
     if not queries:
         raise LSDOUserError('give at least one query, e.g. lsdo-search index=... ckpt=... "a man sings"')
+    empty = [i for i, q in enumerate(queries, start=1) if not q.strip()]
+    if empty:
+        raise LSDOUserError(
+            f"query {empty[0]} of {len(queries)} is empty or only whitespace: "
+            'describe the video to find, e.g. "a man sings"'
+        )
+    verify = _bool(opts, "verify", True)
     topk = _int(opts, "topk", 10)
     prefilter_k = _int(opts, "prefilter_k", None)
     mode = opts.get("region_mode", "xpool").strip().lower() or "xpool"
@@ -631,7 +743,7 @@ def _search(argv: list[str]) -> int:
         raise LSDOUserError(f"region_mode: expected one of {' | '.join(SEARCH_MODES)}, got {opts['region_mode']!r}")
     if mode == "regions" and prefilter_k is not None:
         raise LSDOUserError("prefilter_k applies to region_mode=xpool or both; region_mode=regions scores every video")
-    index = VideoIndex.load(opts["index"], mmap=True)
+    index = VideoIndex.load(opts["index"], mmap=True, verify=verify)
     if mode != "xpool":
         index.require_regions()
     model, _ = load_model(opts["ckpt"], _device(opts.get("device", "cpu")))
@@ -648,9 +760,10 @@ def _search(argv: list[str]) -> int:
         protocol = f"prefilter k={prefilter_k} of {len(index)} videos, {scoring} re-ranking"
     blocks = []
     for query, row_s, row_i in zip(queries, scores.tolist(), found.tolist(), strict=True):
-        lines = [f"query: {query}  ({protocol})"]
+        lines = [f"query: {printable(query)}  ({protocol})"]  # ids and queries: one printable line each
         lines += [
-            f"{rank:>4}  {s:.4f}  {index.ids[i]}" for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True), start=1)
+            f"{rank:>4}  {s:.4f}  {printable(index.ids[i])}"
+            for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True), start=1)
         ]
         blocks.append("\n".join(lines))
     print("\n\n".join(blocks))
@@ -670,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         return index_main(args[1:])
     if args and args[0] == "search":
         return search_main(args[1:])
-    print("usage: python -m lsdo.retrieval.search_cli index build|info ... | search ...", file=sys.stderr)
+    print("usage: python -m lsdo.retrieval.search_cli index build|info|verify ... | search ...", file=sys.stderr)
     return 2
 
 
