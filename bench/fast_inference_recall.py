@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lsdo.checkpoint import load_checkpoint
     from lsdo.cli import run_plain
     from lsdo.data import build_datamodule
-    from lsdo.checkpoint import load_checkpoint
     from lsdo.evaluate import rebuild
     from lsdo.model import TextFeatures
     from lsdo.model.encoder import image_size_of

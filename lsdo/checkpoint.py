@@ -32,7 +32,8 @@ MODEL_PREFIX = "model."  # LSDOLitModule keeps the LSDOModel as ``self.model``
 
 def _unsafe_global(exc: Exception) -> str | None:
     """The global a weights-only unpickler refused (``posix.system``), if the message names one."""
-    m = re.search(r"Unsupported global:\s*(?:GLOBAL\s+)?([\w.]+)", str(exc)) or re.search(r"GLOBAL\s+([\w.]+)", str(exc))
+    text = str(exc)
+    m = re.search(r"Unsupported global:\s*(?:GLOBAL\s+)?([\w.]+)", text) or re.search(r"GLOBAL\s+([\w.]+)", text)
     return m.group(1) if m else None
 
 

@@ -381,7 +381,8 @@ def test_eval_cli_with_moved_data_and_the_checkpoints_own_model_preset(ckpts, tm
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1] == (
         "error: model.clip_cfg.vision_cfg.layers=4 given, but the checkpoint was trained with "
-        "model.clip_cfg.vision_cfg.layers=2; a checkpoint rebuilds its own model (leave model.clip_cfg.vision_cfg.layers out)"
+        "model.clip_cfg.vision_cfg.layers=2; a checkpoint rebuilds its own model "
+        "(leave model.clip_cfg.vision_cfg.layers out)"
     )
 
 
