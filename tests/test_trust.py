@@ -6,6 +6,7 @@ Each test here failed on the code before these were mended (issue 11 of the trac
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -70,6 +71,8 @@ def test_good_checkpoint_loads_with_weights_only(ckpts) -> None:
     assert cfg["model"]["name"] == "tiny" and any(k.startswith("model.") for k in state)
     model, saved = load_model(ckpts["good"])
     assert not model.training and saved == cfg
+    weights = model.state_dict()
+    assert weights and all(torch.equal(v, state[f"model.{k}"]) for k, v in weights.items())  # the saved weights
 
 
 def test_malicious_checkpoint_is_refused_and_its_payload_never_runs(ckpts) -> None:
@@ -253,8 +256,6 @@ def _fake_run(root: Path, name: str, overrides: list[str], mtime: float) -> Path
     (run / "config.yaml").write_text(OmegaConf.to_yaml(compose(overrides)))
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(b"x")
-    import os
-
     os.utime(last, (mtime, mtime))
     return last
 
@@ -439,3 +440,12 @@ def test_random_init_encoder_at_a_fine_tuning_rate_is_warned(caplog) -> None:
         warn_random_init_at_fine_tuning_rate(compose(TINY_OVERRIDES))  # the demo: from scratch at 1e-3
         warn_random_init_at_fine_tuning_rate(compose(["model.pretrained=openai"]))  # pretrained at 1e-6
     assert caplog.text == ""
+
+
+def test_openmp_threads_sleep_when_idle_unless_the_user_chose() -> None:
+    code = "import lsdo, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**env, "OMP_WAIT_POLICY": "ACTIVE"})  # fmt: skip
+    assert (default.stdout.strip(), chosen.stdout.strip()) == ("PASSIVE", "ACTIVE")

@@ -1,0 +1,139 @@
+"""Mutation check of the test suite's wiring tests: each plausible single-line bug must fail a test.
+
+    python tools/mutation_check.py [only=NAME,NAME] [workdir=/tmp/lsdo_mutants]
+
+For every mutation below, a copy of the repository (package, configs, tests, entry scripts) gets
+that one edit, and the named default-suite test files run in the copy (``pytest -x``, the copy
+first on ``sys.path`` so neither the editable install nor the working tree is used). A mutation
+is *killed* when a test fails; the first failing test is reported. Prints a Markdown table.
+The mutations are the wiring bug classes of issue 12: optimiser groups, evaluation, checkpoint
+loading, index save / load, config composition, resume.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY = ("lsdo", "configs", "tests", "train.py", "eval.py", "zeroshot.py", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+M = Mutation
+MUTATIONS = [
+    # --- optimiser groups
+    M("lr groups swapped", "lsdo/lightning_module.py",
+      "((clip_params, float(o.clip_lr)), (new_params, float(o.lr)))",
+      "((clip_params, float(o.lr)), (new_params, float(o.clip_lr)))", ("tests/test_optim.py",)),
+    M("every parameter in the new-parameter group", "lsdo/lightning_module.py",
+      '(clip_params if name.startswith("encoder.") else new_params)', "(new_params)", ("tests/test_optim.py",)),
+    M("1-D exclusion also drops decay of matrices", "lsdo/lightning_module.py",
+      "p.ndim >= 2]", "p.ndim >= 3]", ("tests/test_optim.py",)),
+    M("warm-up skipped", "lsdo/lightning_module.py",
+      "warmup = int(float(o.warmup_ratio) * total)", "warmup = 0", ("tests/test_optim.py",)),
+    # --- evaluation in the Lightning module
+    M("t2v and v2t metrics swapped", "lsdo/lightning_module.py",
+      'metrics = {f"t2v/{k}": v for k, v in t2v_metrics(sims, t2v_idx).items()}',
+      'metrics = {f"t2v/{k}": v for k, v in v2t_metrics(sims, t2v_idx).items()}', ("tests/test_lit_evaluation.py",)),
+    M("dual softmax always on", "lsdo/lightning_module.py",
+      'if bool(inf.get("dsl", False)):', "if True:", ("tests/test_lit_evaluation.py",)),
+    M("batch offset of caption -> video indices dropped", "lsdo/lightning_module.py",
+      "t2v.append(idx + n)", "t2v.append(idx)", ("tests/test_lit_evaluation.py",)),
+    M("fast mode ignores prefilter_k", "lsdo/lightning_module.py",
+      'prefilter_k=int(inf.get("prefilter_k", 100))', "prefilter_k=10**9", ("tests/test_lit_evaluation.py",)),
+    # --- checkpoint loading
+    M("checkpoint weights not loaded", "lsdo/checkpoint.py",
+      "    model.load_state_dict(weights)\n", "", ("tests/test_trust.py", "tests/test_index.py")),
+    M("checkpoint read without weights_only", "lsdo/checkpoint.py",
+      'torch.load(p, map_location="cpu", weights_only=True)', 'torch.load(p, map_location="cpu", weights_only=False)',
+      ("tests/test_trust.py",)),
+    M("eval rebuild keeps random weights", "lsdo/evaluate.py",
+      "    lit.load_state_dict(state_dict)\n", "", ("tests/test_training.py",)),
+    M("eval ignores command-line inference settings", "lsdo/evaluate.py",
+      'return OmegaConf.merge(base, {"inference": inference})', "return base", ("tests/test_training.py",)),
+    # --- index save / load
+    M("ids sorted on load", "lsdo/retrieval/index.py",
+      'ids = doc.get("ids")', 'ids = sorted(doc.get("ids") or [])', ("tests/test_index_contracts.py",)),
+    M("prefilter mean from fp32 frames, not the stored fp16", "lsdo/retrieval/index.py",
+      "features, _mean_pool(features), ids, meta,", "features, _mean_pool(video.float()), ids, meta,",
+      ("tests/test_index_contracts.py",)),
+    # --- config composition
+    M("compose drops the overrides", "lsdo/config.py",
+      "overrides=list(overrides or [])", "overrides=[]", ("tests/test_optim.py", "tests/test_trust.py")),
+    M("demo preset composes the ViT instead of its ResNet tower", "configs/experiment/demo.yaml",
+      "  - override /model: tiny_resnet", "  - override /model: tiny", ("tests/test_training.py",)),
+    M("demo preset loses its encoder rate", "configs/experiment/demo.yaml",
+      "  clip_lr: 1.0e-3", "  clip_lr: 1.0e-6", ("tests/test_learning_signal.py",)),
+    # --- training / resume
+    M("test on the last checkpoint instead of the best", "lsdo/train.py",
+      "best = best_cb.best_model_path if training else ckpt_path",
+      "best = ckpt_cbs[1].best_model_path if training else ckpt_path", ("tests/test_training.py",)),
+    M("last.ckpt only when a new best is saved", "lsdo/callbacks.py",
+      "    callbacks = [best, last]", "    best.save_last = True\n    callbacks = [best]", ("tests/test_trust.py",)),
+    M("resume forgets the best score", "lsdo/callbacks.py",
+      "        super().load_state_dict(state)\n", "        ModelCheckpoint.load_state_dict(self, state_dict)\n",
+      ("tests/test_trust.py",)),
+    M("captions paired with the wrong videos", "lsdo/lightning_module.py",
+      'tokens = self.model.tokenize(batch["captions"]).to(self.device)\n        text = self.model.encode_text(tokens)\n'
+      '        video = self.model.encode_video(batch["frames"])  # [B, n, d]',
+      'tokens = self.model.tokenize(batch["captions"]).to(self.device)\n        text = self.model.encode_text(tokens)\n'
+      '        video = self.model.encode_video(batch["frames"].roll(1, 0))  # [B, n, d]',
+      ("tests/test_learning_signal.py",)),
+]  # fmt: skip
+
+
+def run_one(m: Mutation, work: Path) -> tuple[str, str]:
+    """("killed" | "SURVIVED" | "not applied", first failing test or note)."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in COPY:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / name)
+    target = work / m.file
+    text = target.read_text()
+    if text.count(m.old) != 1:
+        return "not applied", f"pattern found {text.count(m.old)} times in {m.file}"
+    target.write_text(text.replace(m.old, m.new))
+    env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *m.tests]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
+    if proc.returncode == 0:
+        return "SURVIVED", ""
+    return "killed", failed[0] if failed else f"pytest exit {proc.returncode}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
+    only = set(args["only"].split(",")) if "only" in args else None
+    work = Path(args.get("workdir", "/tmp/lsdo_mutants"))
+    rows = []
+    for m in MUTATIONS:
+        if only and not any(o in m.name for o in only):
+            continue
+        status, where = run_one(m, work)
+        rows.append((m, status, where))
+        print(f"{status:12s} {m.name}: {where}", flush=True)
+    print("\n| mutation | file | result | first failing test |\n|---|---|---|---|")
+    for m, status, where in rows:
+        print(f"| {m.name} | `{m.file}` | {status} | `{where}` |")
+    return 0 if all(s == "killed" for _, s, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
