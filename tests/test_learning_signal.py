@@ -25,7 +25,12 @@ from lsdo.train import run
 
 pytestmark = pytest.mark.timeout(600)
 
-SIGNAL_OVERRIDES = [*TINY_OVERRIDES, "trainer.max_epochs=3", "dataset.train_videos_per_combo=6", "dataset.batch_size=16"]
+SIGNAL_OVERRIDES = [
+    *TINY_OVERRIDES,
+    "trainer.max_epochs=3",
+    "dataset.train_videos_per_combo=6",
+    "dataset.batch_size=16",
+]
 
 
 def test_a_few_epochs_beat_chance_clearly(tmp_path: Path) -> None:
