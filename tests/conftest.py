@@ -91,3 +91,42 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present (a user's fresh clone has no ../shared)")
     return SHARED_DATA
+
+
+# Skip reasons that mean "the real published data in ../shared is absent" (the ``shared_data``
+# fixture above, ``test_model_components.py``'s authors' bank): counted in the terminal summary.
+SHARED_DATA_SKIP_MARKERS = ("../shared/data", "../shared data")
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, lineno, "Skipped: reason")
+        return str(longrepr[2])
+    return str(longrepr or "")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config):
+    """Say how many tests skipped because the real annotation data (../shared/data) is absent.
+
+    An outermost wrapper, so the line comes after the short test summary (``-ra``), by the final counts.
+    """
+    from collections import Counter
+
+    result = yield
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if any(marker in _skip_reason(r) for marker in SHARED_DATA_SKIP_MARKERS)
+    ]
+    if not skipped:
+        return result
+    per_file = Counter(r.nodeid.split("::")[0] for r in skipped)
+    where = ", ".join(f"{path}: {count}" for path, count in sorted(per_file.items()))
+    noun = "test" if len(skipped) == 1 else "tests"
+    terminalreporter.write_line(
+        f"{len(skipped)} {noun} skipped: real annotation data (../shared/data) not present; they check the "
+        f"loaders against the published counts and the authors' files ({where})",
+        yellow=True,
+    )
+    return result

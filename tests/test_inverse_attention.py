@@ -282,10 +282,9 @@ def test_heatmap_timm_attention_pool_matches_module_softmax(monkeypatch) -> None
 def test_heatmap_siglip_config_without_weights() -> None:
     import open_clip
 
-    try:
-        model = open_clip.create_model("ViT-B-16-SigLIP", pretrained=None)
-    except Exception as exc:  # pragma: no cover - depends on the installed open_clip / timm
-        pytest.skip(f"open_clip cannot build ViT-B-16-SigLIP without weights here: {type(exc).__name__}: {exc}")
+    if "ViT-B-16-SigLIP" not in open_clip.list_models():  # pragma: no cover - older open_clip
+        pytest.skip("this open_clip has no ViT-B-16-SigLIP config")
+    model = open_clip.create_model("ViT-B-16-SigLIP", pretrained=None)
     heat = attention_heatmap(model.visual.eval(), torch.randn(1, 3, 224, 224))
     assert heat.shape == (1, 14, 14) and math.isclose(float(heat.sum()), 1.0, abs_tol=1e-5)
 

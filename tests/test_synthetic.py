@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -93,20 +94,35 @@ def test_split_too_large_raises() -> None:
         S.split_combinations(0, 0, 161)
 
 
-@pytest.mark.parametrize(("val_combos", "test_combos"), [(60, 100), (0, 156), (0, 160)])
-def test_split_sizes_the_guard_accepts_can_be_split(val_combos: int, test_combos: int) -> None:
-    """Sizes that pass split_combinations' ValueError guard (val + test <= 160) must split.
+# The guard's limit: 20 combinations (one per small kind, spread over the 9 large kinds: three of
+# them get 3, six get 2) are reserved for training, so every large kind keeps at least 20 - 3 = 17
+# free small kinds; held-out combinations spread evenly, hence at most 9 * 17 = 153, for any seed.
+SPLIT_CAPACITY = N_BIG * (N_SMALL - math.ceil(N_SMALL / N_BIG))
 
-    Exposes a bug: the guard admits up to 160 held-out combinations, but with the even spread
-    over large kinds and rejection sampling of the training coverage, ~150 and more fail after
-    1000 tries with a RuntimeError (not the user-facing ValueError) - e.g. at 160 only 20
-    training combinations remain and they would have to hit each small kind exactly once.
+
+@pytest.mark.parametrize(("val_combos", "test_combos"), [(0, 153), (60, 93), (53, 100), (76, 77), (50, 100)])
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_split_sizes_up_to_the_capacity_can_be_split(seed: int, val_combos: int, test_combos: int) -> None:
+    """Sizes the guard admits (val + test <= 153) split, keeping every small and large kind in training.
+
+    (Before the reserved-coverage construction, ~150 held-out combinations and more failed after
+    1000 rejection-sampling tries with a RuntimeError rather than the user-facing ValueError.)
     """
-    try:
-        sp = S.split_combinations(0, val_combos, test_combos)
-    except ValueError:
-        return  # a guard that rejects the size up front is fine too
+    assert SPLIT_CAPACITY == 153
+    sp = S.split_combinations(seed, val_combos, test_combos)
+    assert len(sp["val"]) == val_combos and len(sp["test"]) == test_combos
+    assert len(sp["train"]) == 180 - val_combos - test_combos
     assert {s for _, s in sp["train"]} == set(range(N_SMALL))
+    assert {b for b, _ in sp["train"]} == set(range(N_BIG))
+
+
+@pytest.mark.parametrize(("val_combos", "test_combos"), [(60, 100), (0, 156), (0, 160), (0, 154), (77, 77)])
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_split_sizes_past_the_capacity_are_a_value_error(seed: int, val_combos: int, test_combos: int) -> None:
+    """Past 153 held-out combinations: the guard's ValueError naming the limit (never a RuntimeError)."""
+    total = val_combos + test_combos
+    with pytest.raises(ValueError, match=rf"^val_combos \+ test_combos must be between 0 and 153, got {total}$"):
+        S.split_combinations(seed, val_combos, test_combos)
 
 
 def test_make_split_contents() -> None:
