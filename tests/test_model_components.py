@@ -186,13 +186,17 @@ def ref_video_lsdo(model: LSDOModel, f_v: torch.Tensor) -> torch.Tensor:
     if model.variant == "average":
         return f_avg
     n = f_v.shape[1]
-    k = math.floor((vl.select_frame - 0.5) / vl.num_segments * n)  # middle of the selected segment
+    k = math.ceil(n * vl.select_frame / vl.num_segments) - 1  # the 6/12 point: 6th of 12, 32nd of 64 (0-based)
     f_sub = per_frame[:, k : k + 1] - f_avg  # Eq. 6
     return torch.where(f_sub <= vl.theta, f_sub, torch.zeros_like(f_sub))  # Eq. 7
 
 
 def ref_frame_attention(fa: nn.Module, f_vp: torch.Tensor, f_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 8-12 as documented in lsdo/model/frame_lsdo.py: softmax over frames, f_p = (n/r) a Norm(v W'_o)."""
+    """Eq. 8-12 as documented in lsdo/model/frame_lsdo.py, in the block's form (``fa.mode``).
+
+    bounded: c_i = Norm(softmax_keys(l_i) v W'_o), w = mean_r softmax_frames(l), f_p[i] = (w_i / max w) c_i;
+    rescaled: softmax over frames, f_p = (n/r) a Norm(v W'_o).
+    """
     b_count, n, _ = f_vp.shape
     r = f_s.shape[1]
     f_p = torch.zeros_like(f_vp)
@@ -202,7 +206,13 @@ def ref_frame_attention(fa: nn.Module, f_vp: torch.Tensor, f_s: torch.Tensor) ->
         q = linear(layer_norm(f_vp[b], fa.norm_frames), fa.q)  # [n, d]   Eq. 8
         k = linear(layer_norm(s, fa.norm_lsdo), fa.k)  # [r, d]   Eq. 9
         v = linear(layer_norm(s, fa.norm_lsdo), fa.v)  # [r, d]   Eq. 10
-        a = softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=0)  # [n, r]   Eq. 11 over frames
+        logits = q @ k.T / math.sqrt(q.shape[-1])  # [n, r]
+        a = softmax(logits, dim=0)  # [n, r]   softmax over frames (Fig. 8's weights)
+        if fa.mode == "bounded":
+            content = layer_norm(linear(softmax(logits, dim=1) @ v, fa.out), fa.norm_out)  # [n, d] Eq. 11-12
+            weights[b] = a.mean(dim=1)
+            f_p[b] = (weights[b] / weights[b].max())[:, None] * content
+            continue
         value = layer_norm(linear(v, fa.out), fa.norm_out)  # [r, d]
         for i in range(n):
             for j in range(r):
@@ -488,7 +498,8 @@ def test_single_frame_index(models):
     vl = models("variant=single").video_lsdo
     assert (vl.select_frame, vl.num_segments) == (6, 12)
     assert vl.frame_index(12) == 5  # the 6th of 12 segment-sampled frames
-    assert vl.frame_index(4) == 1  # time 5.5/12 lies in the 2nd of 4 segments
+    assert vl.frame_index(4) == 1  # the 2nd of 4 (6/12 of the video)
+    assert vl.frame_index(64) == 31  # DiDeMo: the 32nd of 64 segments (paper IV-B.1)
     assert SingleLSDO(D, select_frame=12, num_segments=12).frame_index(12) == 11
     assert SingleLSDO(D, select_frame=1, num_segments=12).frame_index(12) == 0
     with pytest.raises(ConfigError, match=r"variant\.select_frame"):

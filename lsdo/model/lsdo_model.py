@@ -28,7 +28,7 @@ from torch import nn
 
 from lsdo.errors import ConfigError
 from lsdo.model.encoder import CLIPEncoder
-from lsdo.model.frame_lsdo import FrameObjectAttention
+from lsdo.model.frame_lsdo import LEGACY_FRAME_ATTENTION, FrameObjectAttention
 from lsdo.model.frame_proj import build_frame_proj
 from lsdo.model.fusion import fuse
 from lsdo.model.official import OfficialFusion, OfficialSceneAttention, OfficialXPool
@@ -124,7 +124,11 @@ class LSDOModel(nn.Module):
         self.alpha = float(model_cfg.get("alpha", 0.8))
         self.frame_proj = build_frame_proj(str(model_cfg.get("frame_proj", "fc")), d)
         self.video_lsdo = build_video_lsdo(variant_cfg, d) if self.use_video_lsdo else None
-        self.frame_lsdo = FrameObjectAttention(d) if self.use_frame_lsdo else None
+        self.frame_lsdo = (
+            FrameObjectAttention(d, str(variant_cfg.get("frame_attention", LEGACY_FRAME_ATTENTION)))
+            if self.use_frame_lsdo
+            else None
+        )
         # Without the frame-level block (ablation rows 3-4) every frame receives Norm(f_s).
         self.video_norm = nn.LayerNorm(d) if self.use_video_lsdo and not self.use_frame_lsdo else None
         self.text_lsdo = (
