@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import ROOT
 from omegaconf import open_dict
 
 from lsdo.lightning_module import LSDOLitModule
@@ -199,3 +200,14 @@ def test_scheduler_warmup_then_cosine_per_group() -> None:
     assert seen[warmup + (total - warmup) // 2] == pytest.approx(0.5)
     assert seen[total] == pytest.approx(0.0, abs=1e-12)
     assert seen[:warmup] == sorted(seen[:warmup]) and seen[warmup:] == sorted(seen[warmup:], reverse=True)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml")))
+def test_presets_train_random_encoders_at_a_from_scratch_rate(experiment: str) -> None:
+    """A preset whose encoder has no pretrained weights must not train it at CLIP's fine-tuning rate (1e-6)."""
+    from lsdo.config import compose
+    from lsdo.train import FINE_TUNING_CLIP_LR
+
+    cfg = compose([f"experiment={experiment}"])
+    if cfg.model.get("pretrained") is None:
+        assert float(cfg.optim.clip_lr) >= FINE_TUNING_CLIP_LR, (experiment, cfg.optim.clip_lr)

@@ -138,6 +138,7 @@ def test_sigkill_after_epoch_2_of_3_then_resume_matches_uninterrupted(tmp_path: 
     reference = _metrics(_run_dirs(ref_logs)[0])
     expected, total_steps = reference["test"], reference["global_step"]
     assert total_steps % 3 == 0 and reference["epochs"] == 3
+    assert Path(reference["test_checkpoint"]).name.startswith("best-epoch")  # tested on the best, not the last
     per_epoch = total_steps // 3
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -174,6 +175,8 @@ def test_sigkill_after_epoch_2_of_3_then_resume_matches_uninterrupted(tmp_path: 
     report = _metrics(next(d for d in dirs if d != first_dir))
     assert report["resumed_from"]["global_step"] == 2 * per_epoch  # resumed after epoch 2 ...
     assert report["global_step"] == total_steps  # ... and trained exactly one more epoch
+    assert Path(report["test_checkpoint"]).name == Path(reference["test_checkpoint"]).name  # the same best epoch
+    assert Path(report["test_checkpoint"]).parent.parent == Path(report["run_dir"])  # linked into its own run
     for key, value in expected.items():
         assert report["test"][key] == pytest.approx(value, abs=1e-6), key
 

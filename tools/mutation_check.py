@@ -77,7 +77,7 @@ MUTATIONS = [
     M("demo preset composes the ViT instead of its ResNet tower", "configs/experiment/demo.yaml",
       "  - override /model: tiny_resnet", "  - override /model: tiny", ("tests/test_training.py",)),
     M("demo preset loses its encoder rate", "configs/experiment/demo.yaml",
-      "  clip_lr: 1.0e-3", "  clip_lr: 1.0e-6", ("tests/test_learning_signal.py",)),
+      "  clip_lr: 1.0e-3", "  clip_lr: 1.0e-6", ("tests/test_optim.py",)),
     # --- training / resume
     M("test on the last checkpoint instead of the best", "lsdo/train.py",
       "best = best_cb.best_model_path if training else ckpt_path",
