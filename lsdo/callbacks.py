@@ -8,8 +8,10 @@
   the run it resumes (the best one so far) are hard-linked (or copied) into the new directory, and
   nothing in the earlier run's directory is ever written or deleted.
 * :func:`checkpoint_callbacks` builds the run's callbacks: the best checkpoint on the validation
-  metric, and ``last.ckpt`` written at the end of **every** epoch (after validation, so it holds
-  the best-checkpoint state of that epoch), and every ``N`` optimiser steps when asked.
+  metric (``val/t2v/R1``, or with ``checkpoint.monitor_window`` = k > 1 its mean over the last k
+  validations, ``val/t2v/R1_window``, as the released code selects), and ``last.ckpt`` written at
+  the end of **every** epoch (after validation, so it holds the best-checkpoint state of that
+  epoch), and every ``N`` optimiser steps when asked.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+BEST_METRIC = "val/t2v/R1"  # model selection: text-to-video R@1 of a validation
+WINDOW_METRIC = "val/t2v/R1_window"  # its mean over the last checkpoint.monitor_window validations
+
+
+def monitored_metric(monitor_window: int) -> str:
+    """The key the best checkpoint follows: ``val/t2v/R1`` (window 1) or ``val/t2v/R1_window``."""
+    if int(monitor_window) < 1:
+        raise ValueError(f"checkpoint.monitor_window must be >= 1, got {monitor_window}")
+    return BEST_METRIC if int(monitor_window) == 1 else WINDOW_METRIC
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -90,8 +102,10 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state)
 
 
-def checkpoint_callbacks(ckpt_dir: Path, every_n_steps: int | None = None) -> list[RunCheckpoint]:
-    """[best on ``val/t2v/R1``, last every epoch, (last every N steps)] writing into ``ckpt_dir``.
+def checkpoint_callbacks(
+    ckpt_dir: Path, every_n_steps: int | None = None, monitor_window: int = 1
+) -> list[RunCheckpoint]:
+    """[best on :func:`monitored_metric`, last every epoch, (last every N steps)] writing into ``ckpt_dir``.
 
     The best checkpoint comes first so that ``last.ckpt``, written after it at the same
     validation, carries the best-checkpoint state of that epoch.
@@ -99,7 +113,7 @@ def checkpoint_callbacks(ckpt_dir: Path, every_n_steps: int | None = None) -> li
     best = RunCheckpoint(
         dirpath=str(ckpt_dir),
         filename="best-epoch{epoch:02d}",
-        monitor="val/t2v/R1",
+        monitor=monitored_metric(monitor_window),
         mode="max",
         save_top_k=1,
         save_last=False,

@@ -82,10 +82,12 @@ _CHECKS: dict[str, tuple[str, float, bool]] = {
     "optim.lr": ("number", 0, True),
     "optim.weight_decay": ("number", 0, True),
     "optim.warmup_ratio": ("number", 0, True),
+    "optim.eps": ("number", 0, False),
     "inference.prefilter_k": ("int", 1, True),
     "inference.chunk_size": ("int", 1, True),
     "inference.dsl_temperature": ("number", 0, True),
     "checkpoint.every_n_steps": ("int", 0, True),
+    "checkpoint.monitor_window": ("int", 1, False),
 }
 
 

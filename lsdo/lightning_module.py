@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
+from lsdo.callbacks import WINDOW_METRIC
 from lsdo.errors import ConfigError
 from lsdo.loss import symmetric_infonce
 from lsdo.model import TextFeatures, build_model
@@ -27,10 +28,34 @@ from lsdo.retrieval.metrics import t2v_metrics, v2t_metrics
 log = logging.getLogger(__name__)
 
 
-def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+class MetricWindow:
+    """Mean of the last ``size`` values of a metric (fewer at the start), as the released code's model selection.
+
+    The release validates 10 times per epoch, keeps the last 5 values of each metric and saves the
+    checkpoint whose validation has the best mean text-to-video R@1 over those (fewer at the start).
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ConfigError(f"checkpoint.monitor_window: expected an integer >= 1, got {size}")
+        self.size = int(size)
+        self.values: list[float] = []
+
+    def add(self, value: float) -> float:
+        """Append one validation's value; returns the mean over the window."""
+        self.values = [*self.values, float(value)][-self.size :]
+        return sum(self.values) / len(self.values)
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int, from_zero: bool = False) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``.
+
+    The warm-up multiplier of step s (0-based) is (s + 1) / warmup, or with ``from_zero``
+    (``optim.warmup_from_zero``, the released code's HuggingFace-style schedule) s / warmup: 0 at the
+    first step, so the first optimiser step does not move the weights.
+    """
     if step < warmup:
-        return (step + 1) / max(1, warmup)
+        return (step if from_zero else step + 1) / max(1, warmup)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -46,6 +71,8 @@ class LSDOLitModule(L.LightningModule):
         self._eval: dict[str, list] = {}
         self.results: dict[str, dict[str, float]] = {}
         self.eval_outputs: dict[str, dict[str, torch.Tensor]] = {}  # last [T, V] scores per split (for plots)
+        # checkpoint.monitor_window (configs/train.yaml); 1 for configs saved before the key existed.
+        self.r1_window = MetricWindow(int(OmegaConf.select(self.cfg, "checkpoint.monitor_window", default=1)))
 
     # ------------------------------------------------------------------ training
     def on_fit_start(self) -> None:
@@ -103,10 +130,11 @@ class LSDOLitModule(L.LightningModule):
                 ]
             else:  # the paper / X-Pool: AdamW decay on every parameter
                 groups.append({"params": params, "lr": lr, "weight_decay": wd})
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=wd)
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=wd, eps=float(o.eps))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(float(o.warmup_ratio) * total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup))
+        from_zero = bool(o.warmup_from_zero)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, total, warmup, from_zero))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ evaluation
@@ -170,7 +198,17 @@ class LSDOLitModule(L.LightningModule):
         self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
+        metrics = self._eval_end("val")
+        if metrics and self.r1_window.size > 1 and not self.trainer.sanity_checking:
+            # checkpoint.monitor_window > 1: the best checkpoint follows this mean (lsdo.callbacks.WINDOW_METRIC)
+            metrics["t2v/R1_window"] = self.r1_window.add(metrics["t2v/R1"])
+            self.log(WINDOW_METRIC, metrics["t2v/R1_window"], prog_bar=True, sync_dist=False, rank_zero_only=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["r1_window"] = list(self.r1_window.values)  # a resumed run continues the same window
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.r1_window.values = [float(v) for v in checkpoint.get("r1_window", [])][-self.r1_window.size :]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch)

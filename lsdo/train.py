@@ -239,7 +239,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Every run writes only into its own directory. A resumed run starts a new one; its checkpoint
     # callbacks carry the resumed run's best-checkpoint state over (linking the best file in), so
     # the bookkeeping continues exactly as in an uninterrupted run and the earlier run is untouched.
-    ckpt_cbs = checkpoint_callbacks(out / "checkpoints", int(OmegaConf.select(cfg, "checkpoint.every_n_steps") or 0))
+    ckpt_cbs = checkpoint_callbacks(
+        out / "checkpoints",
+        int(OmegaConf.select(cfg, "checkpoint.every_n_steps") or 0),
+        monitor_window=int(cfg.checkpoint.monitor_window),  # > 1: best mean R@1 over a window (the release)
+    )
     best_cb = ckpt_cbs[0]
     callbacks: list[Any] = [*ckpt_cbs, RichProgressBar(leave=True)]
     loggers = build_loggers(cfg, out)

@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lsdo.data import synthetic
-from lsdo.data.sampling import segment_indices
+from lsdo.data.bank import spread_picks
+from lsdo.data.sampling import segment_indices, train_sampling
 from lsdo.data.transforms import normalize
 from lsdo.errors import ConfigError, DataNotFoundError
 
@@ -120,25 +121,34 @@ class EpochSampler(Sampler):
             yield int(i), int(item_seeds[i])
 
 
-def _train_item(clip: torch.Tensor, captions: tuple[str, ...], num_frames: int, rng: np.random.Generator) -> dict:
-    """One training item from a uint8 clip [T, 3, H, W]: a random frame per segment, a random caption."""
-    frame_idx = segment_indices(clip.shape[0], num_frames, "rand", rng)
+def _train_item(
+    clip: torch.Tensor, captions: tuple[str, ...], num_frames: int, rng: np.random.Generator, sampling: str = "rand"
+) -> dict:
+    """One training item from a uint8 clip [T, 3, H, W]: a frame per segment (``sampling``), a random caption.
+
+    ``sampling`` (``dataset.train_sampling``): ``rand`` a random frame inside each segment,
+    ``uniform`` the middle of each (the released code's default).
+    """
+    frame_idx = segment_indices(clip.shape[0], num_frames, sampling, rng)
     caption = captions[int(rng.integers(len(captions)))]
     return {"frames": normalize(clip[torch.from_numpy(frame_idx)]), "caption": caption}
 
 
 class ClipTrainDataset(Dataset):
-    """Training items from pre-rendered uint8 clips [V, T, 3, H, W]: random frame per segment."""
+    """Training items from pre-rendered uint8 clips [V, T, 3, H, W]: one frame per segment (``sampling``)."""
 
-    def __init__(self, clips: torch.Tensor, captions: list[tuple[str, ...]], num_frames: int) -> None:
-        self.clips, self.captions, self.num_frames = clips, captions, num_frames
+    def __init__(
+        self, clips: torch.Tensor, captions: list[tuple[str, ...]], num_frames: int, sampling: str = "rand"
+    ) -> None:
+        self.clips, self.captions, self.num_frames, self.sampling = clips, captions, num_frames, sampling
 
     def __len__(self) -> int:
         return len(self.captions)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         idx, item_seed = key
-        return _train_item(self.clips[idx], self.captions[idx], self.num_frames, np.random.default_rng(item_seed))
+        rng = np.random.default_rng(item_seed)
+        return _train_item(self.clips[idx], self.captions[idx], self.num_frames, rng, self.sampling)
 
 
 class ClipEvalDataset(Dataset):
@@ -164,8 +174,14 @@ class FreshRenderTrainDataset(Dataset):
     ``lsdo-synth`` exports) are never shown as such.
     """
 
-    def __init__(self, videos: list[synthetic.SyntheticVideo], render_kw: dict[str, Any], num_frames: int) -> None:
-        self.videos, self.render_kw, self.num_frames = videos, render_kw, num_frames
+    def __init__(
+        self,
+        videos: list[synthetic.SyntheticVideo],
+        render_kw: dict[str, Any],
+        num_frames: int,
+        sampling: str = "rand",
+    ) -> None:
+        self.videos, self.render_kw, self.num_frames, self.sampling = videos, render_kw, num_frames, sampling
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -176,7 +192,7 @@ class FreshRenderTrainDataset(Dataset):
         v = self.videos[idx]
         fresh = synthetic.SyntheticVideo(v.video_id, v.big, v.small, int(rng.integers(0, 2**62)), v.captions)
         clip = torch.from_numpy(synthetic.render(fresh, **self.render_kw))  # [T, 3, H, W] uint8
-        return _train_item(clip, v.captions, self.num_frames, rng)
+        return _train_item(clip, v.captions, self.num_frames, rng, self.sampling)
 
 
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -255,9 +271,10 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         videos, clips = self._split("train")
+        n, sampling = int(self.dcfg.num_frames), train_sampling(self.dcfg)
         if bool(self.dcfg.get("fresh_renders", False)):
-            return self._loader(FreshRenderTrainDataset(videos, self.render_kw(), int(self.dcfg.num_frames)), True)
-        return self._loader(ClipTrainDataset(clips, [v.captions for v in videos], int(self.dcfg.num_frames)), True)
+            return self._loader(FreshRenderTrainDataset(videos, self.render_kw(), n, sampling), True)
+        return self._loader(ClipTrainDataset(clips, [v.captions for v in videos], n, sampling), True)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("test" if self.select_on_test else "val")
@@ -270,20 +287,22 @@ class SyntheticDataModule(L.LightningDataModule):
         return self._loader(ClipEvalDataset(clips, [v.captions for v in videos], int(self.dcfg.num_frames)), False)
 
     def bank_video_ids(self, m: int) -> list[str]:
-        """Ids of m training videos cycling over the categories (large-object kinds)."""
+        """Ids of the m training videos of :meth:`bank_videos`."""
         videos, _ = self._split("train")
         return [videos[i].video_id for i in self._bank_picks(m)]
 
     def _bank_picks(self, m: int) -> list[int]:
+        """m training videos of m distinct (large, small) combinations, spread over both kinds.
+
+        Round-robin over the large kinds (the "categories"), each pick preferring a small kind not yet
+        in the bank (:func:`lsdo.data.bank.spread_picks`): with m = 20 the bank shows every one of
+        the 20 small kinds and each large kind 2 or 3 times. Deterministic in the dataset seed.
+        """
         videos, _ = self._split("train")
-        by_cat: dict[int, list[int]] = {}
-        for i, v in enumerate(videos):
-            by_cat.setdefault(v.category, []).append(i)
-        cats = sorted(by_cat)
-        return [by_cat[cats[j % len(cats)]][j // len(cats) % len(by_cat[cats[j % len(cats)]])] for j in range(m)]
+        return spread_picks([v.category for v in videos], [v.small for v in videos], m)
 
     def bank_videos(self, m: int) -> torch.Tensor:
-        """m training videos cycling over the categories (large-object kinds): [m, n, 3, H, W]."""
+        """The m training videos of :meth:`_bank_picks` (middle frame of each segment): [m, n, 3, H, W]."""
         _, clips = self._split("train")
         frame_idx = torch.from_numpy(segment_indices(clips.shape[1], int(self.dcfg.num_frames), "uniform"))
         return normalize(clips[self._bank_picks(m)][:, frame_idx])

@@ -1,13 +1,20 @@
 """Segment sampling of frame indices (shared by the synthetic and the real-video pipelines).
 
 The clip of ``total`` frames is split into ``n`` equal segments; ``uniform`` takes the middle
-frame of each (evaluation), ``rand`` a random frame inside each (training). Works when
-``total < n`` (frames repeat) and with 1-frame segments.
+frame of each (evaluation), ``rand`` a random frame inside each (training, unless
+``dataset.train_sampling=uniform``). Works when ``total < n`` (frames repeat) and with 1-frame
+segments.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from lsdo.errors import ConfigError
+
+SAMPLE_MODES = ("rand", "uniform")
 
 
 def segment_indices(total: int, n: int, mode: str = "uniform", rng: np.random.Generator | None = None) -> np.ndarray:
@@ -24,3 +31,15 @@ def segment_indices(total: int, n: int, mode: str = "uniform", rng: np.random.Ge
         rng = rng or np.random.default_rng()
         return np.minimum(rng.integers(lo, hi + 1), total - 1)
     raise ValueError(f"sample mode must be 'uniform' or 'rand', got '{mode}'")
+
+
+def train_sampling(dcfg: Any) -> str:
+    """``dataset.train_sampling`` (rand | uniform): how training frames are taken from their segments.
+
+    The default lives in configs/train.yaml (``rand``); a dataset config built by hand without the
+    key (or saved before it existed) trains with ``rand``, as every run did before the key.
+    """
+    mode = str(dcfg.get("train_sampling", "rand"))
+    if mode not in SAMPLE_MODES:
+        raise ConfigError(f"dataset.train_sampling: expected rand | uniform, got '{mode}'")
+    return mode

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from lsdo.data.annotations import NoSplitError, Record, group_by_video, load_annotations
 from lsdo.data.datamodule import EpochSampler, collate_eval
 from lsdo.data.reports import write_report
+from lsdo.data.sampling import train_sampling
 from lsdo.data.transforms import build_transform
 from lsdo.data.video import VideoDecodeError, probe_video, sample_frames
 from lsdo.errors import ConfigError, DataNotFoundError
@@ -133,7 +134,7 @@ def preflight(
 
 
 class VideoTrainDataset(Dataset):
-    """Training items: ``rand`` segment sampling, the clip's augmentation, one caption.
+    """Training items: segment sampling (``sampling``: ``rand`` by default), the clip's augmentation, one caption.
 
     ``unit="caption"`` iterates over every (video, caption) pair as the published codes do;
     ``unit="video"`` over videos, each with a random caption (the synthetic module's scheme).
@@ -148,10 +149,11 @@ class VideoTrainDataset(Dataset):
         unit: str = "caption",
         on_corrupt: str = "error",
         backend: str = "auto",
+        sampling: str = "rand",
     ) -> None:
         if unit not in ("caption", "video"):
             raise ConfigError(f"dataset.train_unit: expected caption | video, got '{unit}'")
-        self.split, self.num_frames, self.transform = split, num_frames, transform
+        self.split, self.num_frames, self.transform, self.sampling = split, num_frames, transform, sampling
         self.on_corrupt, self.backend, self.unit = on_corrupt, backend, unit
         self.pairs = [(v, c) for v, cs in enumerate(split.captions) for c in range(len(cs))]
 
@@ -168,7 +170,7 @@ class VideoTrainDataset(Dataset):
             c = int(rng.integers(len(self.split.captions[v])))
         path = self.split.paths[v]
         try:
-            frames = sample_frames(path, self.num_frames, "rand", rng=rng, backend=self.backend)  # [n, 3, H, W]
+            frames = sample_frames(path, self.num_frames, self.sampling, rng=rng, backend=self.backend)  # [n, 3, H, W]
         except (VideoDecodeError, DataNotFoundError) as exc:
             if self.on_corrupt == "skip":
                 log.warning("skipping a training item: %s (dataset.on_corrupt=skip)", exc)
@@ -326,6 +328,7 @@ class VideoDataModule(L.LightningDataModule):
             unit=str(d.get("train_unit", "caption")),
             on_corrupt=str(d.get("on_corrupt", "error")),
             backend=self.backend,
+            sampling=train_sampling(d),
         )
         return self._loader(ds, True)
 
@@ -342,7 +345,7 @@ class VideoDataModule(L.LightningDataModule):
         return self._eval_loader("test")
 
     def bank_video_ids(self, m: int) -> list[str]:
-        """m training video ids, one per category in turn where the annotations have categories (MSR-VTT)."""
+        """m distinct training video ids, the categories in turn where the annotations have them (MSR-VTT)."""
         from lsdo.data.bank import pick_bank_videos
 
         return pick_bank_videos(self.name, self.ann_dir, self.splits["train"].video_ids, m, files=self._files())

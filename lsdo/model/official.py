@@ -1,6 +1,6 @@
 """``impl=official``: the forward pass of the authors' released code (X-Pool based).
 
-Follows ../shared/notes/official-implementation.md point by point; the differences from
+Follows the authors' released code point by point; the differences from
 ``impl=paper`` are:
 
 * frame features are the raw CLIP image embeddings (no FC of Eq. 2);

@@ -129,8 +129,12 @@ class SingleLSDO(nn.Module):
     tau), i.e. mask = hard + (soft - soft.detach()), whose value is exactly the hard mask.
 
     ``frame_index``: which of the n sampled frames is f_v^k. With segment sampling (one frame per
-    equal segment, random inside it in training, its middle at test) frame k of n = 12 is
-    "a random frame of the 6th of 12 segments" (paper IV-B.1).
+    equal segment, random inside it in training, its middle at test) sampled frame k (1-based) is
+    "a frame of the k-th of n segments". The paper (IV-B.1) takes the 6th of 12 segments for
+    MSR-VTT, MSVD and LSMDC (n = 12) and the 32nd of 64 for DiDeMo (n = 64): the segment at
+    ``select_frame / num_segments`` of the video (6/12 = 32/64), so one setting
+    (``select_frame=6``, ``num_segments=12``) gives both. The released code instead indexes its
+    ``select_frame=6`` 0-based (its 7th of 12 frames; the release's ``single`` does not run).
     """
 
     def __init__(
@@ -156,8 +160,14 @@ class SingleLSDO(nn.Module):
             self.register_buffer("theta", theta_t)
 
     def frame_index(self, n: int) -> int:
-        """Index among n segment-sampled frames of the middle of segment ``select_frame``."""
-        return min(n - 1, int((self.select_frame - 0.5) / self.num_segments * n))
+        """0-based index of f_v^k among n segment-sampled frames.
+
+        Frame k (1-based) = ceil(n * select_frame / num_segments), the segment at the fraction
+        select_frame / num_segments of the video; returned 0-based, k - 1. With 6 of 12:
+        n = 12 -> 5 (the 6th frame), n = 64 -> 31 (the 32nd, DiDeMo), n = 8 -> 3 (the 4th).
+        """
+        k = -(-n * self.select_frame // self.num_segments)  # exact integer ceil
+        return min(n, max(1, k)) - 1
 
     def threshold(self, f_sub: torch.Tensor) -> torch.Tensor:
         """Eq. 7 with a straight-through gradient for theta (see class docstring)."""
