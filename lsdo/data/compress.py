@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import unicodedata
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -34,31 +33,10 @@ from pathlib import Path
 
 from lsdo.data.video import VideoDecodeError, _av_open, _reason, open_h264_writer
 from lsdo.errors import DataNotFoundError, LSDOUserError
+from lsdo.names import printable
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv")
 MAX_LISTED_CLASHES = 10  # name clashes spelled out in the error line (the count says how many in all)
-
-
-def _show(path: Path | str) -> str:
-    """A path on one printable line: control characters, line separators and undecodable bytes escaped.
-
-    The same form as :func:`lsdo.retrieval.index.printable` (kept here so that compress does not import
-    the retrieval stack): ``\\n``, ``\\t``, ``\\xNN`` (an undecodable byte when NN >= 80), ``\\uNNNN``.
-    """
-    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    out = []
-    for ch in str(path):
-        if ch in named:
-            out.append(named[ch])
-        elif unicodedata.category(ch) not in ("Cc", "Cs", "Zl", "Zp"):
-            out.append(ch)
-        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # os.fsdecode's stand-in for the byte ord(ch) - 0xDC00
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
-    return "".join(out)
 
 
 def output_path(src: Path, in_dir: Path, out_dir: Path) -> Path:
@@ -194,7 +172,7 @@ def _job(src: Path, dst: Path, fps: float, short_side: int, crf: int, threads: i
     try:
         compress_video(src, dst, fps, short_side, crf, threads)
     except LSDOUserError as exc:
-        return str(exc).removeprefix(f"{src}: ").replace(str(src), _show(src))
+        return str(exc).removeprefix(f"{src}: ").replace(str(src), printable(str(src)))
     except Exception as exc:  # an unexpected PyAV / OS error must not stop the batch
         return f"{type(exc).__name__}: {_reason(exc)}"
     return None
@@ -228,12 +206,14 @@ def run(
     clashes = name_clashes(sources, in_dir, out_dir)
     if clashes:  # refused before any work: one of each group would silently overwrite the others
         listed = "; ".join(
-            " and ".join(_show(s.relative_to(in_dir)) for s in srcs) + f" -> {_show(dst.relative_to(out_dir))}"
+            " and ".join(printable(str(s.relative_to(in_dir))) for s in srcs)
+            + f" -> {printable(str(dst.relative_to(out_dir)))}"
             for dst, srcs in clashes[:MAX_LISTED_CLASHES]
         )
         more = f"; ... ({len(clashes) - MAX_LISTED_CLASHES} more)" if len(clashes) > MAX_LISTED_CLASHES else ""
         raise LSDOUserError(
-            f"{len(clashes)} output name clash(es) under {_show(out_dir)}, nothing compressed: {listed}{more}; "
+            f"{len(clashes)} output name clash(es) under {printable(str(out_dir))}, nothing compressed: "
+            f"{listed}{more}; "
             "rename one file of each group (or pick one extension with --ext)"
         )
 
@@ -252,7 +232,9 @@ def run(
             summary.compressed += 1
         else:
             summary.failures.append((src, reason))
-            bar.write(f"failed: {_show(src)}: {_show(reason)}", file=sys.stderr)  # one line per failure
+            bar.write(
+                f"failed: {printable(str(src))}: {printable(str(reason))}", file=sys.stderr
+            )  # one line per failure
         bar.update()
 
     threads = 1 if workers > 1 else 0  # one encoder thread per process when processes run in parallel
