@@ -119,25 +119,13 @@ def checkpoint_callbacks(
         save_last=False,
         auto_insert_metric_name=False,
     )
-    last = RunCheckpoint(
-        dirpath=str(ckpt_dir),
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        every_n_epochs=1,
-        save_on_train_epoch_end=True,  # every epoch, after that epoch's validation
-        enable_version_counter=False,
-    )
-    callbacks = [best, last]
-    if every_n_steps:
-        callbacks.append(
-            RunCheckpoint(
-                dirpath=str(ckpt_dir),
-                filename="last",
-                monitor=None,
-                save_top_k=1,
-                every_n_train_steps=int(every_n_steps),
-                enable_version_counter=False,
-            )
+
+    def last(**trigger: Any) -> RunCheckpoint:  # last.ckpt, rewritten in place at each trigger
+        return RunCheckpoint(
+            dirpath=str(ckpt_dir), filename="last", monitor=None, save_top_k=1, enable_version_counter=False, **trigger
         )
+
+    callbacks = [best, last(every_n_epochs=1, save_on_train_epoch_end=True)]  # every epoch, after its validation
+    if every_n_steps:
+        callbacks.append(last(every_n_train_steps=int(every_n_steps)))
     return callbacks

@@ -112,11 +112,14 @@ def check_state_fits(module: torch.nn.Module, state_dict: dict[str, torch.Tensor
         raise LSDOUserError(f"{what}: the weights in {path} do not fit the configured model ({detail})")
 
 
+def without_pretrained(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A saved config whose encoder starts empty: the checkpoint's weights replace any download."""
+    return {**cfg, "model": {**cfg["model"], "pretrained": None}}
+
+
 def build_from_config(cfg: dict[str, Any]) -> LSDOModel:
     """The model a saved config describes, without downloading pretrained weights."""
-    cfg = dict(cfg)
-    cfg["model"] = {**cfg["model"], "pretrained": None}  # the checkpoint's weights replace them
-    return build_model(cfg)
+    return build_model(without_pretrained(cfg))
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[LSDOModel, dict[str, Any]]:

@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lsdo.checkpoint import check_state_fits, load_checkpoint
+from lsdo.checkpoint import check_state_fits, load_checkpoint, without_pretrained
 from lsdo.config import validate
 from lsdo.data import build_datamodule
 from lsdo.errors import LSDOUserError
@@ -37,9 +37,7 @@ log = logging.getLogger(__name__)
 
 def rebuild(cfg: dict[str, Any], state_dict: dict[str, torch.Tensor], path: str = "ckpt") -> LSDOLitModule:
     """An LSDOLitModule with the checkpoint's weights (no pretrained download)."""
-    cfg = dict(cfg)
-    cfg["model"] = {**cfg["model"], "pretrained": None}
-    lit = LSDOLitModule(cfg)
+    lit = LSDOLitModule(without_pretrained(cfg))
     check_state_fits(lit, state_dict, path, "ckpt")
     lit.load_state_dict(state_dict)
     return lit

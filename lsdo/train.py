@@ -74,8 +74,12 @@ def run_identity(cfg: Any) -> dict[str, str | None]:
 
 
 def _identity_label(identity: dict[str, str | None]) -> str:
-    return ", ".join(f"{k.split('.')[0]}={v}" for k, v in identity.items() if v is not None and k != "dataset.name") + (
-        f", dataset={identity['dataset.name']}"
+    """``impl=paper, variant=average, model=tiny, dataset=msrvtt (9k)``."""
+    split = identity["dataset.train_split"]
+    dataset = f"{identity['dataset.name']}{f' ({split})' if split else ''}"
+    return (
+        f"impl={identity['impl']}, variant={identity['variant.name']}, model={identity['model.name']}, "
+        f"dataset={dataset}"
     )
 
 
@@ -241,7 +245,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the bookkeeping continues exactly as in an uninterrupted run and the earlier run is untouched.
     ckpt_cbs = checkpoint_callbacks(
         out / "checkpoints",
-        int(OmegaConf.select(cfg, "checkpoint.every_n_steps") or 0),
+        int(cfg.checkpoint.every_n_steps),
         monitor_window=int(cfg.checkpoint.monitor_window),  # > 1: best mean R@1 over a window (the release)
     )
     best_cb = ckpt_cbs[0]
@@ -253,7 +257,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     results: dict[str, Any] = {"run_dir": str(out)}
     if ckpt_path:
-        results["resumed_from"] = {"checkpoint": ckpt_path, **(resumed_at or {})}
+        results["resumed_from"] = {"checkpoint": ckpt_path, **resumed_at}
     if training:
         if ckpt_path:
             log.info("resuming from %s (after epoch %d, step %d)", ckpt_path, resumed_at["epoch"],
