@@ -86,6 +86,17 @@ def randomise_xpool(model, seed: int):
     return model
 
 
+# The index tests' model: the tiny CLIP at 32 px (frame features are given, the encoder barely runs).
+INDEX_TINY = ["experiment=demo", "model=tiny", "model.clip_cfg.vision_cfg.image_size=32"]
+
+
+def random_xpool_model(seed: int, *overrides: str):
+    """The tiny LSDO model (``INDEX_TINY`` + ``overrides``) in eval mode with randomised X-Pool weights."""
+    from lsdo.model import build_model
+
+    return randomise_xpool(build_model(compose([*INDEX_TINY, *overrides])).eval(), seed=seed)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomise_xpool
+from conftest import INDEX_TINY, random_xpool_model
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from lsdo.config import compose
 from lsdo.errors import LSDOUserError
-from lsdo.model import LSDOModel, TextFeatures, build_model
+from lsdo.model import LSDOModel, TextFeatures
 from lsdo.retrieval import fast_similarity, prefilter_scores, similarity_matrix
 from lsdo.retrieval.index import FEATURES_FILE, META_FILE, VideoIndex, faiss_available, model_fingerprint
 from lsdo.retrieval.search_cli import index_main, parse_args, search_main
@@ -27,18 +27,17 @@ pytestmark = pytest.mark.timeout(120)
 
 D = 512
 V, N, T = 300, 6, 7  # 300 videos: not a multiple of the chunk sizes used below
-TINY = ["experiment=demo", "model=tiny", "model.clip_cfg.vision_cfg.image_size=32"]
 
 
 @pytest.fixture(scope="module", params=["paper", "official"])
 def any_model(request: pytest.FixtureRequest) -> LSDOModel:
     extra = ["impl=official"] if request.param == "official" else []
-    return randomise_xpool(build_model(compose(TINY + extra)).eval(), seed=1)
+    return random_xpool_model(1, *extra)
 
 
 @pytest.fixture(scope="module")
 def model() -> LSDOModel:
-    return randomise_xpool(build_model(compose(TINY)).eval(), seed=1)
+    return random_xpool_model(1)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +233,7 @@ def test_fingerprint_mismatch_is_a_one_line_error(model: LSDOModel, data) -> Non
     video, text, ids = data
     index = VideoIndex.build(model, video[:20], ids[:20])
     assert index.fingerprint == model_fingerprint(model)
-    other = randomise_xpool(build_model(compose(TINY)).eval(), seed=2)
+    other = random_xpool_model(2)
     assert model_fingerprint(other) != index.fingerprint
     with pytest.raises(LSDOUserError, match="another model") as info:
         index.search(other, text)
@@ -292,7 +291,7 @@ def test_parse_args_forms() -> None:
 def _checkpoint(path: Path, seed: int) -> Path:
     from lsdo.lightning_module import LSDOLitModule
 
-    cfg = OmegaConf.to_container(compose(TINY), resolve=True)
+    cfg = OmegaConf.to_container(compose(INDEX_TINY), resolve=True)
     torch.manual_seed(seed)
     lit = LSDOLitModule(cfg)
     torch.save({"state_dict": lit.state_dict(), "hyper_parameters": {"cfg": cfg}}, path)

@@ -23,16 +23,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import randomise_xpool
+from conftest import random_xpool_model
 
-from lsdo.config import compose
-from lsdo.model import LSDOModel, TextFeatures, build_model
+from lsdo.model import LSDOModel, TextFeatures
 from lsdo.retrieval import similarity_matrix
 from lsdo.retrieval.index import META_FILE, VideoIndex
 
 pytestmark = pytest.mark.timeout(120)
 
-TINY = ["experiment=demo", "model=tiny", "model.clip_cfg.vision_cfg.image_size=32"]
 D, N = 512, 4
 # Score tolerance against the naive reference: both sides are float32 X-Pool cosines (|s| <= 1)
 # computed in a different order (model.similarity vs the index's XPoolScorer, float64 accumulation);
@@ -89,7 +87,7 @@ IDS = _shuffled_ids(V, seed=12)
 
 @pytest.fixture(scope="module")
 def model() -> LSDOModel:
-    return randomise_xpool(build_model(compose(TINY)).eval(), seed=5)
+    return random_xpool_model(5)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomise_xpool
+from conftest import INDEX_TINY, random_xpool_model
 from omegaconf import OmegaConf
 
 from lsdo.config import compose
 from lsdo.errors import LSDOUserError
-from lsdo.model import LSDOModel, TextFeatures, build_model
+from lsdo.model import LSDOModel, TextFeatures
 from lsdo.retrieval.index import (
     FEATURES_FILE,
     META_FILE,
@@ -35,7 +35,6 @@ from lsdo.retrieval.search_cli import index_main, search_main
 
 pytestmark = pytest.mark.timeout(120)
 
-TINY = ["experiment=demo", "model=tiny", "model.clip_cfg.vision_cfg.image_size=32"]
 D, N = 512, 4
 
 
@@ -46,7 +45,7 @@ D, N = 512, 4
 
 @pytest.fixture(scope="module")
 def model() -> LSDOModel:
-    return randomise_xpool(build_model(compose(TINY)).eval(), seed=1)
+    return random_xpool_model(1)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +59,7 @@ def feats() -> tuple[torch.Tensor, TextFeatures, list[str]]:
 def _checkpoint(path: Path, seed: int) -> Path:
     from lsdo.lightning_module import LSDOLitModule
 
-    cfg = OmegaConf.to_container(compose(TINY), resolve=True)
+    cfg = OmegaConf.to_container(compose(INDEX_TINY), resolve=True)
     torch.manual_seed(seed)
     lit = LSDOLitModule(cfg)
     torch.save({"state_dict": lit.state_dict(), "hyper_parameters": {"cfg": cfg}}, path)
