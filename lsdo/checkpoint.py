@@ -130,3 +130,23 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[LS
     check_state_fits(model, weights, path, "ckpt")
     model.load_state_dict(weights)
     return model.eval().to(device), cfg
+
+
+ENCODER_PREFIX = "encoder."
+
+
+def init_encoder_from(model: LSDOModel, path: str | Path, what: str = "model.init_from") -> None:
+    """Replace ``model``'s CLIP encoder weights (image and text towers, lambda) with those of a training checkpoint.
+
+    Two-stage training: the encoder of an earlier run (e.g. ``experiment=premise_stage1``) starts a new
+    one; the LSDO heads and X-Pool start fresh. The encoder architectures must match exactly.
+    """
+    if not Path(path).is_file():
+        raise LSDOUserError(
+            f"{what}: no checkpoint file at {path} (a training run writes one with checkpoint.export=PATH; "
+            "the premise benchmark's stage 1: python train.py experiment=premise_stage1)"
+        )
+    _, state_dict = load_checkpoint(path, what)
+    weights = {k[len(ENCODER_PREFIX) :]: v for k, v in model_state(state_dict).items() if k.startswith(ENCODER_PREFIX)}
+    check_state_fits(model.encoder, weights, path, what)
+    model.encoder.load_state_dict(weights)

@@ -80,3 +80,10 @@ def train_main() -> None:
 def eval_main() -> None:
     register_resolvers()
     hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")(eval_task)()
+
+
+def premise_main() -> None:
+    """``lsdo-premise``: the paper's premise measured on a synthetic-benchmark checkpoint (lsdo.premise)."""
+    from lsdo.premise import main
+
+    sys.exit(run_plain(main))

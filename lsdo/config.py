@@ -78,6 +78,7 @@ _CHECKS: dict[str, tuple[str, float, bool]] = {
     "dataset.clip_len": ("int", 1, True),
     "dataset.val_videos": ("int", 0, True),
     "dataset.lr": ("number", 0, True),
+    "dataset.small_caption_prob": ("number", 0, True),
     "optim.clip_lr": ("number", 0, True),
     "optim.lr": ("number", 0, True),
     "optim.weight_decay": ("number", 0, True),
@@ -131,3 +132,6 @@ def validate(cfg: DictConfig) -> None:
     wr = OmegaConf.select(cfg, "optim.warmup_ratio")
     if isinstance(wr, int | float) and wr > 1:
         raise ConfigError(f"optim.warmup_ratio={wr}: expected a fraction of the training steps in [0, 1]")
+    p = OmegaConf.select(cfg, "dataset.small_caption_prob")
+    if isinstance(p, int | float) and p > 1:
+        raise ConfigError(f"dataset.small_caption_prob={p}: expected a probability in [0, 1]")

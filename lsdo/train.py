@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from lsdo.callbacks import AtomicCheckpointIO, checkpoint_callbacks
-from lsdo.checkpoint import check_state_fits, read_checkpoint, saved_config
+from lsdo.checkpoint import check_state_fits, init_encoder_from, read_checkpoint, saved_config
 from lsdo.config import RUN_TOKEN, validate
 from lsdo.data import build_datamodule
 from lsdo.errors import ConfigError, LSDOUserError
@@ -23,6 +25,7 @@ from lsdo.lightning_module import LSDOLitModule
 from lsdo.model.encoder import image_size_of
 from lsdo.plots import plot_training_curves
 from lsdo.reporting import format_metrics_table
+from lsdo.retrieval.metrics import t2v_ranks, v2t_ranks
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,8 @@ FINE_TUNING_CLIP_LR = 1e-4  # below this, an encoder without pretrained weights 
 
 def warn_random_init_at_fine_tuning_rate(cfg: DictConfig) -> None:
     """A random-init encoder trained at the paper's fine-tuning rate (1e-6) barely moves: say so."""
-    if cfg.model.get("pretrained") is None and float(cfg.optim.clip_lr) < FINE_TUNING_CLIP_LR:
+    started = cfg.model.get("pretrained") is not None or cfg.model.get("init_from") is not None
+    if not started and float(cfg.optim.clip_lr) < FINE_TUNING_CLIP_LR:
         log.warning(
             "model.pretrained=null: the CLIP encoder starts from random weights, but optim.clip_lr=%g is a "
             "fine-tuning rate for pretrained CLIP and a random encoder will learn little at it. Give "
@@ -211,6 +215,31 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list[Any], loggers: Any
     )
 
 
+def export_checkpoint(cfg: DictConfig, tested: str | None) -> None:
+    """``checkpoint.export=PATH``: write the tested (best) checkpoint there too, atomically (e.g. a stage-1 encoder)."""
+    dest = cfg.checkpoint.get("export")
+    if not dest:
+        return
+    if not tested:
+        log.warning("checkpoint.export=%s: no best checkpoint was kept (fast_dev_run?), nothing written", dest)
+        return
+    dest = Path(str(dest))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{RUN_TOKEN}.tmp")
+    shutil.copyfile(tested, tmp)
+    os.replace(tmp, dest)
+    log.info("checkpoint.export: %s -> %s", tested, dest)
+
+
+def test_ranks(lit: LSDOLitModule) -> dict[str, list[int]] | None:
+    """1-based rank of the correct item per test query: ``t2v`` per caption, ``v2t`` per video."""
+    out = lit.eval_outputs.get("test")
+    if not out:
+        return None
+    sims, t2v = out["sims"], out["text_to_video"]
+    return {"t2v": t2v_ranks(sims, t2v).tolist(), "v2t": v2t_ranks(sims, t2v).tolist()}
+
+
 def _fit_kwargs() -> dict[str, Any]:
     """``weights_only=True`` for Lightning's own checkpoint loading where the installed version takes it."""
     return {"weights_only": True} if "weights_only" in inspect.signature(L.Trainer.fit).parameters else {}
@@ -234,6 +263,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         warn_random_init_at_fine_tuning_rate(cfg)
     lit = LSDOLitModule(OmegaConf.to_container(cfg, resolve=True))
     resumed_at = check_resume_checkpoint(ckpt_path, lit, cfg) if ckpt_path else None
+    init_from = cfg.model.get("init_from")
+    if init_from and training and not ckpt_path:  # a resumed run has these weights (trained further) in its checkpoint
+        init_encoder_from(lit.model, str(init_from))
+        log.info("CLIP encoder initialised from %s (model.init_from); the heads start fresh", init_from)
     if cfg.get("select_on_test"):
         log.warning(
             "select_on_test=true: model selection looks at the TEST split (as the published codes do); "
@@ -277,6 +310,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 results["test"], title=f"test metrics ({cfg.dataset.name}, variant={cfg.variant.name}, impl={cfg.impl})"
             )
         )
+        export_checkpoint(cfg, which)
+        ranks = test_ranks(lit)
+        if ranks:  # per-query ranks: paired comparisons between runs on the same queries
+            (out / "test_ranks.json").write_text(json.dumps(ranks))
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     for log_csv in out.glob("csv/*/metrics.csv"):
         plot_training_curves(log_csv, out / "training_curves.png")

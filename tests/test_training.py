@@ -38,6 +38,8 @@ def test_fast_dev_run_every_preset(experiment: str, impl: str, variant: str, tmp
             f"impl={impl}",
             "debug=fast_dev_run",
             f"paths.log_dir={tmp_path}",
+            # stage 2 of the premise benchmark starts from stage 1's export (tests/test_premise.py); here fresh
+            *(["model.init_from=null"] if experiment == "premise" else []),
         ]
     )
     if impl == "official" and variant == "shared":

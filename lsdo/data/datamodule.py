@@ -13,6 +13,7 @@ from an epoch-end checkpoint replays exactly what an uninterrupted run would hav
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,15 +123,20 @@ class EpochSampler(Sampler):
 
 
 def _train_item(
-    clip: torch.Tensor, captions: tuple[str, ...], num_frames: int, rng: np.random.Generator, sampling: str = "rand"
+    clip: torch.Tensor,
+    captions: tuple[str, ...] | Callable[[np.random.Generator], str],
+    num_frames: int,
+    rng: np.random.Generator,
+    sampling: str = "rand",
 ) -> dict:
-    """One training item from a uint8 clip [T, 3, H, W]: a frame per segment (``sampling``), a random caption.
+    """One training item from a uint8 clip [T, 3, H, W]: a frame per segment (``sampling``), a random caption
+    (uniform over ``captions``, or drawn by it when it is callable, e.g. :class:`synthetic.CaptionDraw`).
 
     ``sampling`` (``dataset.train_sampling``): ``rand`` a random frame inside each segment,
     ``uniform`` the middle of each (the released code's default).
     """
     frame_idx = segment_indices(clip.shape[0], num_frames, sampling, rng)
-    caption = captions[int(rng.integers(len(captions)))]
+    caption = captions(rng) if callable(captions) else captions[int(rng.integers(len(captions)))]
     return {"frames": normalize(clip[torch.from_numpy(frame_idx)]), "caption": caption}
 
 
@@ -138,7 +144,11 @@ class ClipTrainDataset(Dataset):
     """Training items from pre-rendered uint8 clips [V, T, 3, H, W]: one frame per segment (``sampling``)."""
 
     def __init__(
-        self, clips: torch.Tensor, captions: list[tuple[str, ...]], num_frames: int, sampling: str = "rand"
+        self,
+        clips: torch.Tensor,
+        captions: list[tuple[str, ...]] | list[tuple[str, ...] | Callable[[np.random.Generator], str]],
+        num_frames: int,
+        sampling: str = "rand",
     ) -> None:
         self.clips, self.captions, self.num_frames, self.sampling = clips, captions, num_frames, sampling
 
@@ -180,8 +190,10 @@ class FreshRenderTrainDataset(Dataset):
         render_kw: dict[str, Any],
         num_frames: int,
         sampling: str = "rand",
+        small_caption_prob: float = 1.0,
     ) -> None:
         self.videos, self.render_kw, self.num_frames, self.sampling = videos, render_kw, num_frames, sampling
+        self.captions = [synthetic.training_captions(v, small_caption_prob) for v in videos]
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -192,7 +204,7 @@ class FreshRenderTrainDataset(Dataset):
         v = self.videos[idx]
         fresh = synthetic.SyntheticVideo(v.video_id, v.big, v.small, int(rng.integers(0, 2**62)), v.captions)
         clip = torch.from_numpy(synthetic.render(fresh, **self.render_kw))  # [T, 3, H, W] uint8
-        return _train_item(clip, v.captions, self.num_frames, rng, self.sampling)
+        return _train_item(clip, self.captions[idx], self.num_frames, rng, self.sampling)
 
 
 def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -272,9 +284,11 @@ class SyntheticDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         videos, clips = self._split("train")
         n, sampling = int(self.dcfg.num_frames), train_sampling(self.dcfg)
+        p = float(self.dcfg.get("small_caption_prob", 1.0))  # < 1: most captions name the large object alone
         if bool(self.dcfg.get("fresh_renders", False)):
-            return self._loader(FreshRenderTrainDataset(videos, self.render_kw(), n, sampling), True)
-        return self._loader(ClipTrainDataset(clips, [v.captions for v in videos], n, sampling), True)
+            return self._loader(FreshRenderTrainDataset(videos, self.render_kw(), n, sampling, p), True)
+        captions = [synthetic.training_captions(v, p) for v in videos]
+        return self._loader(ClipTrainDataset(clips, captions, n, sampling), True)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("test" if self.select_on_test else "val")

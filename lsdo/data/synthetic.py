@@ -13,6 +13,13 @@ Every video shows
 A caption names both objects ("a red circle with a small cyan ring in the corner"). A video's
 *combination* (large kind, small kind) is what identifies it.
 
+Web captions name what is salient. ``small_caption_prob`` < 1 (``dataset.small_caption_prob``)
+makes each training caption name the small object with that probability only, and otherwise
+the large object alone (``SALIENT_TEMPLATES``, "a red circle moving around"): the first stage
+of the two-stage benchmark (``experiment=premise_stage1``, docs/premise.md), whose encoder then
+sees the small object but is rarely asked to tell it apart. Validation and test captions always
+name both.
+
 Why retrieval needs the small object (the guarantee): the test split holds one video for each of
 ``test_combos`` combinations, spread evenly over the 9 large kinds, so every large kind appears in
 about test_combos / 9 test videos with *different* small objects. A model that ignores the small
@@ -53,6 +60,13 @@ TRAIN_TEMPLATES = (
     "a video of a {bc} {bs} with a {sc} {ss} nearby",
 )
 TEST_TEMPLATE = TRAIN_TEMPLATES[0]
+SALIENT_TEMPLATES = (  # captions that name the large object alone
+    "a {bc} {bs} moving around",
+    "a video of a {bc} {bs}",
+    "a {bc} {bs} bouncing across the frame",
+    "{bc} {bs}",
+    "a {bc} {bs} in motion",
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class SyntheticVideo:
     small: int  # index into SMALL_KINDS
     seed: int
     captions: tuple[str, ...]
+    salient_captions: tuple[str, ...] = ()  # training videos: captions naming the large object alone
 
     @property
     def category(self) -> int:
@@ -75,6 +90,31 @@ def caption(big: int, small: int, template: str = TEST_TEMPLATE) -> str:
     bc, bs = BIG_KINDS[big]
     sc, ss = SMALL_KINDS[small]
     return template.format(bc=bc, bs=bs, sc=sc, ss=ss)
+
+
+@dataclass(frozen=True)
+class CaptionDraw:
+    """A training caption drawn per item: one naming both objects with probability ``small_caption_prob``,
+    else one naming the large object alone (a random template of each kind)."""
+
+    both: tuple[str, ...]
+    salient: tuple[str, ...]
+    small_caption_prob: float
+
+    def __call__(self, rng: np.random.Generator) -> str:
+        names_small = rng.random() < self.small_caption_prob
+        pool = self.both if names_small else self.salient
+        return pool[int(rng.integers(len(pool)))]
+
+
+def training_captions(video: SyntheticVideo, small_caption_prob: float = 1.0) -> tuple[str, ...] | CaptionDraw:
+    """What a training item draws its caption from: the video's captions, or a :class:`CaptionDraw` when
+    ``small_caption_prob`` < 1 (1.0 keeps the plain tuple, so the random stream of earlier runs is unchanged)."""
+    if not 0.0 <= small_caption_prob <= 1.0:
+        raise ValueError(f"small_caption_prob must be in [0, 1], got {small_caption_prob}")
+    if small_caption_prob >= 1.0:
+        return video.captions
+    return CaptionDraw(video.captions, video.salient_captions, small_caption_prob)
 
 
 def split_combinations(seed: int, val_combos: int, test_combos: int) -> dict[str, list[tuple[int, int]]]:
@@ -115,8 +155,10 @@ def make_split(
     for i, (b, s) in enumerate(combos):
         for j in range(per):
             vseed = int(np.random.SeedSequence([seed, base, i, j]).generate_state(1)[0])
-            caps = tuple(caption(b, s, t) for t in TRAIN_TEMPLATES) if split == "train" else (caption(b, s),)
-            videos.append(SyntheticVideo(f"synth_{split}_{i:03d}_{j}", b, s, vseed, caps))
+            train = split == "train"
+            caps = tuple(caption(b, s, t) for t in TRAIN_TEMPLATES) if train else (caption(b, s),)
+            salient = tuple(caption(b, s, t) for t in SALIENT_TEMPLATES) if train else ()
+            videos.append(SyntheticVideo(f"synth_{split}_{i:03d}_{j}", b, s, vseed, caps, salient))
     return videos
 
 
@@ -156,7 +198,7 @@ def render(
     ``details=True`` also returns where the small object is, pixel-exact: ``small_shown`` [T] (drawn
     in frame t), ``small_centres`` [T, 2] (y, x; NaN where not drawn), ``small_drawn`` [T, H, W]
     (its shape's pixels) and ``small_pixels`` [T, H, W] (those not covered by the large object,
-    which is drawn after it), ``small_radius`` (pixels).
+    which is drawn after it), ``small_radius`` (pixels), ``big_pixels`` [T, H, W] (the large object).
     """
     rng = np.random.default_rng(video.seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -190,6 +232,7 @@ def render(
     centres = np.full((num_frames, 2), np.nan)
     drawn = np.zeros((num_frames, size, size), bool)
     pixels = np.zeros((num_frames, size, size), bool)
+    big_pixels = np.zeros((num_frames, size, size), bool)
     for t in range(num_frames):
         f = frames[t]
         for k in range(distractors):
@@ -202,6 +245,7 @@ def render(
             f[drawn[t]] = SMALL_COLOURS[sc]
         big = _shape_mask(bs, yy, xx, pos[0], pos[1], big_r)
         pixels[t] = drawn[t] & ~big
+        big_pixels[t] = big
         f[big] = BIG_COLOURS[bc]
         pos = pos + vel
         for a in range(2):
@@ -217,6 +261,7 @@ def render(
         "small_drawn": drawn,
         "small_pixels": pixels,
         "small_radius": np.float64(small_r),
+        "big_pixels": big_pixels,
     }
     return out, info
 

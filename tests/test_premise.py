@@ -1,0 +1,200 @@
+"""The two-stage benchmark with the paper's premise: salient captions, encoder hand-over, the premise probes,
+the study's statistics."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import open_dict
+
+from lsdo.checkpoint import init_encoder_from, load_checkpoint, model_state
+from lsdo.config import compose, validate
+from lsdo.data import synthetic
+from lsdo.errors import ConfigError, LSDOUserError
+from lsdo.lightning_module import LSDOLitModule
+from lsdo.premise import heatmap_peaks, linear_probe, majority_rate, probe_frames
+from lsdo.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study_module():
+    spec = importlib.util.spec_from_file_location("premise_study", ROOT / "bench" / "premise_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------------- salient captions
+
+
+def test_small_caption_prob_sets_how_often_a_training_caption_names_the_small_object() -> None:
+    video = synthetic.make_split("train")[0]
+    _, small_shape = synthetic.SMALL_KINDS[video.small]
+    for p in (0.0, 0.1, 0.5):
+        draw = synthetic.training_captions(video, p)
+        rng = np.random.default_rng(0)
+        caps = [draw(rng) for _ in range(4000)]
+        named = np.mean([small_shape in c for c in caps])
+        assert abs(named - p) < 0.025, (p, named)
+        big_colour, big_shape = synthetic.BIG_KINDS[video.big]
+        assert all(f"{big_colour} {big_shape}" in c for c in caps)  # the large object is always named
+    assert set(caps) == set(video.captions) | set(video.salient_captions)
+
+
+def test_small_caption_prob_one_keeps_the_earlier_caption_stream() -> None:
+    video = synthetic.make_split("train")[0]
+    assert synthetic.training_captions(video, 1.0) is video.captions  # same rng use as before the option
+    assert synthetic.make_split("test")[0].salient_captions == ()  # held-out captions always name both
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5])
+def test_small_caption_prob_out_of_range_is_one_line(bad: float) -> None:
+    with pytest.raises(ConfigError, match="dataset.small_caption_prob"):
+        validate(compose(["experiment=premise_stage1", f"dataset.small_caption_prob={bad}"]))
+    with pytest.raises(ValueError, match="small_caption_prob"):
+        synthetic.training_captions(synthetic.make_split("train")[0], bad)
+
+
+def test_render_details_give_the_large_objects_pixels() -> None:
+    video = synthetic.make_split("test")[0]
+    frames, info = synthetic.render(video, num_frames=4, size=64, details=True)
+    colour = np.array(synthetic.BIG_COLOURS[synthetic.BIG_KINDS[video.big][0]])
+    for t in range(4):
+        mask = info["big_pixels"][t]
+        assert 0.1 < mask.mean() < 0.3  # radius 0.20-0.26 of the side
+        assert (frames[t].transpose(1, 2, 0)[mask] == colour).all()  # drawn last: its colour everywhere
+
+
+# ---------------------------------------------------------------------- presets
+
+
+def test_presets_one_recipe_for_every_variant_and_rates_far_apart() -> None:
+    s1 = compose(["experiment=premise_stage1"])
+    assert s1.variant.name == "baseline" and s1.dataset.small_caption_prob < 0.5
+    assert str(s1.checkpoint.export).endswith("premise/stage1.ckpt")
+    cfgs = {v: compose(["experiment=premise", f"variant={v}"]) for v in ("baseline", "shared", "average", "single")}
+    for cfg in cfgs.values():
+        assert cfg.model.init_from == s1.checkpoint.export  # stage 2 starts from stage 1's export
+        assert cfg.dataset.small_caption_prob == 1.0
+        assert float(cfg.optim.lr) >= 10 * float(cfg.optim.clip_lr)  # the encoder far slower than the heads
+        for key in ("optim", "trainer", "dataset", "model"):
+            assert cfg[key] == cfgs["baseline"][key], key  # only the variant block differs
+
+
+# ---------------------------------------------------------------------- encoder hand-over, export, ranks
+
+
+def test_export_init_from_and_test_ranks(cfg_tiny, tmp_path: Path) -> None:
+    export = tmp_path / "stage1" / "enc.ckpt"
+    with open_dict(cfg_tiny):
+        cfg_tiny.checkpoint.export = str(export)
+    results = run(cfg_tiny)
+    assert export.read_bytes() == Path(results["test_checkpoint"]).read_bytes()  # the tested (best) checkpoint
+
+    ranks = json.loads((Path(results["run_dir"]) / "test_ranks.json").read_text())
+    assert len(ranks["t2v"]) == results["test"]["num_texts"] and len(ranks["v2t"]) == results["test"]["num_videos"]
+    for d in ("t2v", "v2t"):
+        for k in (1, 5):
+            assert np.mean(np.asarray(ranks[d]) <= k) * 100 == pytest.approx(results["test"][f"{d}/R{k}"])
+
+    _, state = load_checkpoint(export)
+    saved = model_state(state)
+    lit = LSDOLitModule(dict(cfg_tiny))
+    init_encoder_from(lit.model, export)
+    own = lit.model.state_dict()
+    enc = [k for k in own if k.startswith("encoder.")]
+    assert enc and all(torch.equal(own[k], saved[k]) for k in enc)  # every encoder tensor, lambda included
+    assert "encoder.clip.logit_scale" in enc
+    heads = [k for k in own if k.startswith("xpool.") and own[k].ndim == 2]
+    assert heads and any(not torch.equal(own[k], saved[k]) for k in heads)  # the heads start fresh
+
+
+def test_init_from_errors_name_the_key(cfg_tiny, tmp_path: Path) -> None:
+    lit = LSDOLitModule(dict(cfg_tiny))
+    with pytest.raises(LSDOUserError, match=r"model.init_from: no checkpoint file at .*experiment=premise_stage1"):
+        init_encoder_from(lit.model, tmp_path / "missing.ckpt")
+    with open_dict(cfg_tiny):
+        cfg_tiny.checkpoint.export = str(tmp_path / "a.ckpt")
+        cfg_tiny.trainer.fast_dev_run = False
+        cfg_tiny.trainer.limit_train_batches = 1
+        cfg_tiny.test = True
+    run(cfg_tiny)
+    other = compose(["experiment=demo", "logger=none"])  # the ResNet tower: another architecture
+    with pytest.raises(LSDOUserError, match="model.init_from: the weights in .* do not fit"):
+        init_encoder_from(LSDOLitModule(dict(other)).model, tmp_path / "a.ckpt")
+
+
+# ---------------------------------------------------------------------- the premise measurement
+
+
+def test_linear_probe_reads_separable_features_and_not_noise() -> None:
+    rng = np.random.default_rng(0)
+    y_tr, y_te = rng.integers(0, 5, 400), rng.integers(0, 5, 200)
+    centres = torch.from_numpy(rng.normal(size=(5, 16))).float() * 3
+    x_tr = centres[y_tr] + torch.randn(400, 16)
+    x_te = centres[y_te] + torch.randn(200, 16)
+    assert linear_probe(x_tr, y_tr, x_te, y_te, 5) > 95
+    noise = linear_probe(torch.randn(400, 16), y_tr, torch.randn(200, 16), y_te, 5)
+    assert noise < 35  # chance 20%
+    assert majority_rate(np.array([0, 0, 1, 2])) == 50.0
+
+
+def test_heatmap_peaks_against_hand_made_masks() -> None:
+    heat = torch.zeros(2, 2, 2)
+    heat[0, 0, 0] = 1.0  # frame 0 peaks top-left: the small object's cell
+    heat[1, 1, 1] = 1.0  # frame 1 peaks bottom-right: the large object's
+    small = np.zeros((2, 8, 8), bool)
+    small[:, 1, 1] = True  # top-left cell
+    big = np.zeros((2, 8, 8), bool)
+    big[:, 4:, 4:] = True  # bottom-right cell
+    r = heatmap_peaks(heat, small, big)
+    assert r["peak_on_small"] == 50.0 and r["peak_on_large"] == 50.0
+    assert r["small_cells"] == 25.0 and r["large_cells"] == 25.0 and r["grid"] == "2x2"
+
+
+def test_probe_frames_keep_only_frames_showing_the_small_object() -> None:
+    dcfg = dict(compose(["experiment=premise_stage1"]).dataset)
+    dcfg.update(val_combos=9, test_combos=9, clip_len=6, num_frames=4)
+    frames, lab = probe_frames(dcfg, "test", 32, videos_per_combo=1)
+    assert frames.shape[1:] == (3, 32, 32) and frames.dtype == torch.uint8
+    assert len(lab["big"]) == len(lab["small"]) == frames.shape[0] < 9 * 4  # some frames hide it
+    assert lab["small_pixels"].reshape(frames.shape[0], -1).any(1).all()
+
+
+# ---------------------------------------------------------------------- the study's statistics
+
+
+def test_paired_bootstrap_interval() -> None:
+    study = _study_module()
+    rng = np.random.default_rng(1)
+    a = 100.0 * (rng.random((3, 60)) < 0.5)
+    mean, lo, hi = study.paired_bootstrap(a, a, 2000)
+    assert mean == lo == hi == 0.0  # identical runs: no difference, no spread
+    mean, lo, hi = study.paired_bootstrap(a + 10.0, a, 2000)
+    assert mean == pytest.approx(10.0) and lo == pytest.approx(10.0) and hi == pytest.approx(10.0)
+    b = 100.0 * (rng.random((3, 60)) < 0.5)
+    mean, lo, hi = study.paired_bootstrap(a, b, 4000)
+    assert lo < mean < hi and hi - lo > 10  # 60 queries: an interval of several points
+
+
+def test_study_configurations_and_summary() -> None:
+    study = _study_module()
+    rows = study.configs(list(study.VARIANTS), list(study.ATTENTIONS))
+    assert rows[0] == ("baseline", "bounded") and len(rows) == 7
+    results = []
+    for seed in (0, 1):
+        for v, a in rows:
+            r1 = 50.0 if v == "baseline" else 60.0
+            ranks = {"t2v": [1] * int(r1 // 10) + [2] * (10 - int(r1 // 10)), "v2t": [1] * 10}
+            test = {"t2v/R1": r1, "t2v/R5": 100.0, "v2t/R1": 100.0, "v2t/R5": 100.0}
+            results.append({"variant": v, "attention": a, "seed": seed, "test": test, "ranks": ranks})
+    s = study.summarise(results, rows, 500)
+    assert s["table"]["baseline"]["t2v/R1"] == {"mean": 50.0, "std": 0.0}
+    assert s["vs_baseline"]["single (rescaled)"]["t2v/R1"]["diff"] == pytest.approx(10.0)
+    assert s["bounded_minus_rescaled"]["shared"]["t2v/R1"]["diff"] == pytest.approx(0.0)
