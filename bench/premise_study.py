@@ -100,7 +100,7 @@ def premise(study: Path, ckpt: Path) -> dict[str, Any]:
     if path.is_file():
         r = json.loads(path.read_text())
     else:
-        r = measure_premise(ckpt, videos_per_combo=4)
+        r = measure_premise(ckpt, renders=4)
         path.write_text(json.dumps(r, indent=1))
     print(format_premise(r), flush=True)
     return r

@@ -1,6 +1,6 @@
 """The paper's premise, measured: does an encoder see the small object, and how weakly?
 
-    lsdo-premise ckpt=logs/premise/stage1.ckpt [videos_per_combo=2] [out=premise.json]
+    lsdo-premise ckpt=logs/premise/stage1.ckpt [renders=4] [out=premise.json]
 
 LSDO's claim concerns a pretrained encoder that looks at large, salient objects and under-uses
 small discriminative ones that are still *present* in its features. For a checkpoint trained on
@@ -9,11 +9,12 @@ the synthetic benchmark (:mod:`lsdo.data.synthetic`; typically stage 1 of the tw
 (at least half of its pixels shown):
 
 * **linear probes** of the encoder's frame embeddings (the 512-d CLIP image features, L2-normalised,
-  then standardised): multinomial logistic regression trained on renders of the *training*
-  combinations, accuracy on renders of the held-out *test* combinations, for the large object's kind
+  then standardised): multinomial logistic regression trained on ``renders`` renderings of each of
+  the 9 x 20 combinations, accuracy on half as many other renderings, for the large object's kind
   (9 classes) and the small object's kind (20 classes), against chance (the most frequent class of
-  the probe's test set). The premise holds when the small probe is clearly above chance and far
-  below the large probe;
+  the probe's test set). Every small kind appears with every large kind, so the small probe cannot
+  answer through the large object. The premise holds when the small probe is clearly above chance
+  (>= 2x) and far below the large probe (<= 0.75x);
 * the same probes on an encoder of the same architecture at **random initialisation** (what the
   pixels alone give a linear readout through untrained features: the floor that training moves);
 * **where the attention heatmap peaks** (the attention-pooling head's attention over the patch grid,
@@ -27,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,24 +57,33 @@ def _render_kw(dcfg: dict[str, Any], size: int) -> dict[str, Any]:
 
 
 def probe_frames(
-    dcfg: dict[str, Any], split: str, size: int, videos_per_combo: int = 1
+    dcfg: dict[str, Any], part: str, size: int, renders: int = 1
 ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    """Frames of one split's combinations where the small object is visible.
+    """Frames of every (large, small) combination where the small object is visible.
+
+    All 9 x 20 combinations, ``renders`` new renderings of each (``part`` = ``train`` or ``test``
+    draws disjoint rendering seeds: new motion, corners, backgrounds). Every small kind appears with
+    every large kind equally often, so a probe cannot read the small object off the large one (a probe
+    trained on the training split's combinations and tested on the held-out ones would learn exactly
+    that shortcut, and score *below* chance).
 
     Returns uint8 frames [N, 3, size, size] and per-frame arrays: ``big``, ``small`` (kind indices) and
-    the two objects' pixel masks ``small_pixels`` / ``big_pixels`` [N, size, size]. The frames are the
-    ``num_frames`` segment middles of each rendering: ``videos_per_combo`` renders of each combination
-    (for the training combinations, the split's fixed videos, which ``fresh_renders`` training never shows).
+    the two objects' pixel masks ``small_pixels`` / ``big_pixels`` [N, size, size]; the frames are the
+    ``num_frames`` segment middles of each rendering.
     """
-    videos = synthetic.make_split(
-        split, int(dcfg["seed"]), int(dcfg["val_combos"]), int(dcfg["test_combos"]), max(1, videos_per_combo)
-    )
-    if split != "train":  # more renders of each held-out combination: new motion, corner, background
-        videos = [
-            replace(v, seed=int(np.random.SeedSequence([v.seed, r]).generate_state(1)[0]))
-            for v in videos
-            for r in range(max(1, videos_per_combo))
-        ]
+    salt = {"train": 11, "test": 13}[part]
+    videos = [
+        synthetic.SyntheticVideo(
+            f"probe_{part}_{b}_{s}_{j}",
+            b,
+            s,
+            int(np.random.SeedSequence([int(dcfg["seed"]), salt, b, s, j]).generate_state(1)[0]),
+            (),
+        )
+        for b in range(len(synthetic.BIG_KINDS))
+        for s in range(len(synthetic.SMALL_KINDS))
+        for j in range(max(1, renders))
+    ]
     kw = _render_kw(dcfg, size)
     idx = segment_indices(kw["num_frames"], int(dcfg["num_frames"]), "uniform")
     frames, big, small, small_px, big_px = [], [], [], [], []
@@ -141,6 +150,8 @@ def heatmap_peaks(heat: torch.Tensor, small_pixels: np.ndarray, big_pixels: np.n
 
     ``peak_on_small`` / ``peak_on_large``: frames whose maximum cell holds pixels of that object;
     ``small_cells`` / ``large_cells``: mean share of cells holding them (a random peak's rate).
+    ``flat``: frames whose heatmap is uniform (no peak: e.g. a random-init attention-pooling head);
+    the peak rates count the other frames (NaN when every heatmap is flat).
     """
     n, gh, gw = heat.shape
     h, w = small_pixels.shape[1:]
@@ -149,14 +160,21 @@ def heatmap_peaks(heat: torch.Tensor, small_pixels: np.ndarray, big_pixels: np.n
     def cells(mask: np.ndarray) -> np.ndarray:  # [N, H, W] -> [N, gh * gw]: the cell holds some pixel
         return mask[:, : gh * ph, : gw * pw].reshape(n, gh, ph, gw, pw).any(axis=(2, 4)).reshape(n, -1)
 
-    peak = heat.reshape(n, -1).argmax(1).numpy()
+    flat_heat = heat.reshape(n, -1)
+    flat = (flat_heat.max(1).values - flat_heat.min(1).values <= 1e-6 * flat_heat.max(1).values.abs()).numpy()
+    peak = flat_heat.argmax(1).numpy()
     small, big = cells(small_pixels), cells(big_pixels)
-    rows = np.arange(n)
+    rows = np.arange(n)[~flat]
+
+    def rate(hit: np.ndarray) -> float:
+        return 100.0 * float(hit.mean()) if len(hit) else float("nan")
+
     return {
-        "peak_on_small": 100.0 * float(small[rows, peak].mean()),
+        "peak_on_small": rate(small[rows, peak[rows]]),
         "small_cells": 100.0 * float(small.mean()),
-        "peak_on_large": 100.0 * float(big[rows, peak].mean()),
+        "peak_on_large": rate(big[rows, peak[rows]]),
         "large_cells": 100.0 * float(big.mean()),
+        "flat": 100.0 * float(flat.mean()),
         "grid": f"{gh}x{gw}",
     }
 
@@ -175,7 +193,7 @@ def measure_encoder(visual: torch.nn.Module, train: tuple, test: tuple) -> dict[
     return out
 
 
-def measure_premise(ckpt: str | Path, videos_per_combo: int = 2) -> dict[str, Any]:
+def measure_premise(ckpt: str | Path, renders: int = 4) -> dict[str, Any]:
     """The premise of a synthetic-benchmark checkpoint's encoder, with the random-init reference."""
     torch.set_grad_enabled(False)
     model, saved = load_model(ckpt)
@@ -185,8 +203,8 @@ def measure_premise(ckpt: str | Path, videos_per_combo: int = 2) -> dict[str, An
     visual = model.encoder.clip.visual.eval()
     side = visual.image_size
     size = int(side[0] if isinstance(side, tuple | list) else side)  # the encoder's input: as trained
-    train = probe_frames(dcfg, "train", size, videos_per_combo)
-    test = probe_frames(dcfg, "test", size, videos_per_combo)
+    train = probe_frames(dcfg, "train", size, renders)
+    test = probe_frames(dcfg, "test", size, max(1, renders // 2))
     torch.manual_seed(0)
     random_visual = build_from_config(saved).encoder.clip.visual.eval()
     return {
@@ -202,8 +220,8 @@ def format_premise(r: dict[str, Any]) -> str:
     """The measurement as a Markdown table with a one-line verdict."""
     lines = [
         f"premise of {r['ckpt']} (training captions named the small object with probability "
-        f"{r['small_caption_prob']:g}); linear probes trained on {r['frames']['train']} frames of the training "
-        f"combinations, tested on {r['frames']['test']} frames of the unseen test combinations (small object visible)",
+        f"{r['small_caption_prob']:g}); linear probes trained on {r['frames']['train']} frames, tested on "
+        f"{r['frames']['test']} frames of other renderings (all 180 combinations; small object visible)",
         "",
         "| encoder | large-object probe % | small-object probe % | heatmap peak on small % (cells %) "
         "| peak on large % (cells %) |",
@@ -211,10 +229,16 @@ def format_premise(r: dict[str, Any]) -> str:
     ]
     for label, key in (("this checkpoint", "encoder"), ("random init (same architecture)", "random_init")):
         e = r[key]
+
+        def peak(k: str, cells: str, e: dict = e) -> str:
+            if e[k] != e[k]:  # NaN: every heatmap flat
+                return f"no peak: flat heatmaps ({e[cells]:.1f})"
+            return f"{e[k]:.1f} ({e[cells]:.1f})"
+
         lines.append(
             f"| {label} | {e['probe_large']:.1f} (chance {e['chance_large']:.1f}) | {e['probe_small']:.1f} "
-            f"(chance {e['chance_small']:.1f}) | {e['peak_on_small']:.1f} ({e['small_cells']:.1f}) | "
-            f"{e['peak_on_large']:.1f} ({e['large_cells']:.1f}) |"
+            f"(chance {e['chance_small']:.1f}) | {peak('peak_on_small', 'small_cells')} | "
+            f"{peak('peak_on_large', 'large_cells')} |"
         )
     e = r["encoder"]
     present = e["probe_small"] >= 2 * e["chance_small"]
@@ -231,7 +255,7 @@ def format_premise(r: dict[str, Any]) -> str:
 
 ARGS = {
     "ckpt": "a training checkpoint of the synthetic benchmark (e.g. logs/premise/stage1.ckpt) [required]",
-    "videos_per_combo": "renders per combination for the probes (default 2)",
+    "renders": "renderings per combination to train the probes on (default 4; half as many to test them)",
     "out": "optional JSON file for the measurement",
 }
 
@@ -244,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage("lsdo-premise", ARGS))
         return 0
     args = parse_kv(argv, ARGS, required=("ckpt",))
-    r = measure_premise(args["ckpt"], as_int(args, "videos_per_combo", 2))
+    r = measure_premise(args["ckpt"], as_int(args, "renders", 4))
     print(format_premise(r))
     if args.get("out"):
         Path(args["out"]).write_text(json.dumps(r, indent=1))

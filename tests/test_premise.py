@@ -155,15 +155,21 @@ def test_heatmap_peaks_against_hand_made_masks() -> None:
     big[:, 4:, 4:] = True  # bottom-right cell
     r = heatmap_peaks(heat, small, big)
     assert r["peak_on_small"] == 50.0 and r["peak_on_large"] == 50.0
-    assert r["small_cells"] == 25.0 and r["large_cells"] == 25.0 and r["grid"] == "2x2"
+    assert r["small_cells"] == 25.0 and r["large_cells"] == 25.0 and r["grid"] == "2x2" and r["flat"] == 0.0
+    flat = heatmap_peaks(torch.full((2, 2, 2), 0.25), small, big)  # uniform heatmaps have no peak
+    assert flat["flat"] == 100.0 and np.isnan(flat["peak_on_small"]) and np.isnan(flat["peak_on_large"])
 
 
 def test_probe_frames_keep_only_frames_showing_the_small_object() -> None:
     dcfg = dict(compose(["experiment=premise_stage1"]).dataset)
-    dcfg.update(val_combos=9, test_combos=9, clip_len=6, num_frames=4)
-    frames, lab = probe_frames(dcfg, "test", 32, videos_per_combo=1)
+    dcfg.update(clip_len=6, num_frames=4)
+    frames, lab = probe_frames(dcfg, "test", 32, renders=1)
     assert frames.shape[1:] == (3, 32, 32) and frames.dtype == torch.uint8
-    assert len(lab["big"]) == len(lab["small"]) == frames.shape[0] < 9 * 4  # some frames hide it
+    assert len(lab["big"]) == len(lab["small"]) == frames.shape[0] < 180 * 4  # some frames hide it
+    pairs = set(zip(lab["big"].tolist(), lab["small"].tolist(), strict=True))
+    assert len(pairs) > 170  # every small kind beside every large kind: no shortcut through the large object
+    other, _ = probe_frames(dcfg, "train", 32, renders=1)
+    assert not torch.equal(other[:10], frames[:10])  # train / test probes see different renderings
     assert lab["small_pixels"].reshape(frames.shape[0], -1).any(1).all()
 
 
