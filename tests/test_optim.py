@@ -209,5 +209,5 @@ def test_presets_train_random_encoders_at_a_from_scratch_rate(experiment: str) -
     from lsdo.train import FINE_TUNING_CLIP_LR
 
     cfg = compose([f"experiment={experiment}"])
-    if cfg.model.get("pretrained") is None:
+    if cfg.model.get("pretrained") is None and cfg.model.get("init_from") is None:  # init_from: a trained encoder
         assert float(cfg.optim.clip_lr) >= FINE_TUNING_CLIP_LR, (experiment, cfg.optim.clip_lr)
