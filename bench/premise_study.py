@@ -253,26 +253,16 @@ def format_report(s: dict[str, Any], premise_r: dict[str, Any], ia: dict[str, An
     ]
     for label, e in s["table"].items():
         lines.append(f"| {label} | {len(e['seeds'])} | " + " | ".join(ms(e[m]) for m in METRICS) + " |")
-    lines += [
-        "",
-        "Paired difference from the baseline (same seeds, same queries), points, with a 95% bootstrap "
-        "interval over seeds and queries:",
-        "",
-        "| variant (frame attention) | t2v R@1 | t2v R@5 | v2t R@1 | v2t R@5 |",
-        "|---|---|---|---|---|",
-    ]
-    for label, c in s["vs_baseline"].items():
-        lines.append(f"| {label} - baseline | " + " | ".join(ci(c[m]) for m in METRICS) + " |")
-    if s["bounded_minus_rescaled"]:
-        lines += [
-            "",
-            "The effect of the attention fix (bounded - rescaled, paired):",
-            "",
-            "| variant | t2v R@1 | t2v R@5 | v2t R@1 | v2t R@5 |",
-            "|---|---|---|---|---|",
-        ]
-        for v, c in s["bounded_minus_rescaled"].items():
-            lines.append(f"| {v} | " + " | ".join(ci(c[m]) for m in METRICS) + " |")
+    comparisons = (
+        ("Paired difference from the baseline (same seeds, same queries), points, with a 95% bootstrap interval "
+         "over seeds and queries:", "variant (frame attention)", s["vs_baseline"], " - baseline"),
+        ("The effect of the attention fix (bounded - rescaled, paired likewise):", "variant",
+         s["bounded_minus_rescaled"], ""),
+    )  # fmt: skip
+    for title, first, diffs, suffix in comparisons:
+        if diffs:
+            lines += ["", title, "", f"| {first} | " + " | ".join(METRICS) + " |", "|---" * 5 + "|"]
+            lines += [f"| {k}{suffix} | " + " | ".join(ci(c[m]) for m in METRICS) + " |" for k, c in diffs.items()]
     lines += ["", "## The premise (stage-1 encoder)", "", format_premise(premise_r)]
     if ia:
         lines += [

@@ -189,7 +189,7 @@ def test_paired_bootstrap_interval() -> None:
     assert lo < mean < hi and hi - lo > 10  # 60 queries: an interval of several points
 
 
-def test_study_configurations_and_summary() -> None:
+def test_study_configurations_and_summary(tmp_path: Path) -> None:
     study = _study_module()
     rows = study.configs(list(study.VARIANTS), list(study.ATTENTIONS))
     assert rows[0] == ("baseline", "bounded") and len(rows) == 7
@@ -204,3 +204,14 @@ def test_study_configurations_and_summary() -> None:
     assert s["table"]["baseline"]["t2v/R1"] == {"mean": 50.0, "std": 0.0}
     assert s["vs_baseline"]["single (rescaled)"]["t2v/R1"]["diff"] == pytest.approx(10.0)
     assert s["bounded_minus_rescaled"]["shared"]["t2v/R1"]["diff"] == pytest.approx(0.0)
+
+    enc = {"probe_large": 90.0, "chance_large": 11.0, "probe_small": 20.0, "chance_small": 5.0, "peak_on_small": 20.0,
+           "small_cells": 25.0, "peak_on_large": 99.0, "large_cells": 75.0, "flat": 0.0, "grid": "2x2"}  # fmt: skip
+    premise = {"ckpt": "s1.ckpt", "small_caption_prob": 0.1, "frames": {"train": 8, "test": 4},
+               "encoder": enc, "random_init": enc}  # fmt: skip
+    meta = {"date": "today", "machine": "cpu", "epochs": 10, "seeds": [0, 1]}
+    report = study.format_report(s, premise, None, meta)
+    assert "| single (rescaled) - baseline | +10.0 [" in report
+    assert "| baseline | 2 | 50.0 ± 0.0 |" in report and "premise holds" in report
+    study.plot(s, tmp_path / "study.png")
+    assert (tmp_path / "study.png").stat().st_size > 10_000

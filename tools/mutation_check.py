@@ -83,7 +83,7 @@ MUTATIONS = [
       "best = best_cb.best_model_path if training else ckpt_path",
       "best = ckpt_cbs[1].best_model_path if training else ckpt_path", ("tests/test_training.py",)),
     M("last.ckpt only when a new best is saved", "lsdo/callbacks.py",
-      "    callbacks = [best, last(", "    best.save_last = True\n    callbacks = [best] or [best, last(", ("tests/test_trust.py",)),
+      "    callbacks = [best, last(", "    best.save_last = True\n    callbacks = [best] or [best, last(", ("tests/test_trust.py",)),  # noqa: E501
     M("resume forgets the best score", "lsdo/callbacks.py",
       "        super().load_state_dict(state)\n", "        ModelCheckpoint.load_state_dict(self, state_dict)\n",
       ("tests/test_trust.py",)),
