@@ -306,6 +306,10 @@ def plot(s: dict[str, Any], path: Path) -> None:
         for i, lab in enumerate(labels):  # each seed's run as a dot
             vals = s["table"][lab]["per_seed"][m]
             ax.scatter([i] * len(vals), vals, color="black", s=10, zorder=3)
+        ax.axhline(15.0, color="red", ls="--", lw=1, label="blind to the small object: 9/60 = 15%")
+        ax.axhline(100 / 60, color="black", ls=":", lw=1, label="chance: 1/60")
+        ax.set_ylim(0, 1.4 * max(20.0, *(m + sd for m, sd in zip(means, stds, strict=True))))
+        ax.legend(fontsize=7, loc="upper right")
         ax.set_xticks(range(len(labels)), [lab.replace(" (", "\n(") for lab in labels], fontsize=8)
         ax.set_ylabel(f"{m.replace('/', ' ')} (%)")
         ax.set_title(f"{m}: mean ± std over seeds")
