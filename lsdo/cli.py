@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from lsdo.config import CONFIG_DIR, register_resolvers
-from lsdo.errors import LSDOUserError
+from lsdo.errors import LSDOUserError, run_plain
 
 
 def one_copy_of_each_log_line() -> None:
@@ -57,17 +57,6 @@ def _eval(cfg: DictConfig) -> Any:
     return run(cfg)
 
 
-def run_plain(fn: Callable[[], int]) -> int:
-    """For the non-Hydra tools (lsdo-synth, lsdo-build-bank, ...): user errors as one line, exit code 2."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    try:
-        return int(fn() or 0)
-    except LSDOUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
 train_task = guarded(_train)
 eval_task = guarded(_eval)
 
@@ -87,3 +76,43 @@ def premise_main() -> None:
     from lsdo.premise import main
 
     sys.exit(run_plain(main))
+
+
+def build_bank_main(argv: list[str] | None = None) -> int:
+    """``lsdo-build-bank [ckpt=PATH] [m=20] out=BANK.json <config overrides>``: a shared-variant bank file."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from lsdo.config import compose
+    from lsdo.data import build_datamodule
+    from lsdo.model import build_model
+    from lsdo.model.encoder import image_size_of
+    from lsdo.model.video_lsdo import write_bank_file
+
+    def main() -> int:
+        args = list(sys.argv[1:] if argv is None else argv)
+        opts = {k: a.split("=", 1)[1] for a in args for k in ("out", "ckpt", "m") if a.startswith(k + "=")}
+        overrides = [a for a in args if a.split("=", 1)[0] not in ("out", "ckpt", "m")]
+        if "out" not in opts:
+            raise LSDOUserError("lsdo-build-bank: give out=PATH for the bank JSON")
+        if "ckpt" in opts:
+            from lsdo.checkpoint import load_model as load_checkpoint_model
+
+            model, saved = load_checkpoint_model(opts["ckpt"])
+            cfg = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.from_dotlist(overrides))
+        else:
+            cfg = compose(overrides)
+            model = build_model(cfg)
+        m = int(opts.get("m", cfg.variant.get("m", 20)))
+        dm = build_datamodule(cfg, image_size_of(cfg.model))
+        dm.setup("fit")
+        ids = dm.bank_video_ids(m)
+        frames = dm.bank_videos(m)  # [m, n, 3, H, W]
+        model.eval()
+        with torch.no_grad():
+            feats = model.encode_frames(frames).mean(dim=1)  # [m, n, d] -> [m, d]
+        write_bank_file(opts["out"], ids, feats)
+        print(f"wrote {opts['out']}: {len(ids)} videos x {feats.shape[1]} ({cfg.dataset.name})")
+        return 0
+
+    return run_plain(main)

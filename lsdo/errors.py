@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
+
 
 class LSDOUserError(Exception):
     """A mistake in the user's input (config, path, data) with a message that says how to fix it."""
@@ -13,3 +17,14 @@ class ConfigError(LSDOUserError):
 
 class DataNotFoundError(LSDOUserError):
     """A dataset path that does not exist; the message names it and says how to get the data."""
+
+
+def run_plain(fn: Callable[[], int]) -> int:
+    """For the non-Hydra tools (lsdo-synth, lsdo-build-bank, ...): user errors as one line, exit code 2."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    try:
+        return int(fn() or 0)
+    except LSDOUserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -105,7 +105,7 @@ def _plain_tool(fn, argv: list[str], capsys) -> tuple[int, str]:
 
 def test_malicious_checkpoint_through_every_plain_tool(ckpts, tmp_path: Path, capsys) -> None:
     """index build, search, viz and build-bank: refused (exit 2, one line), payload not run."""
-    from lsdo.data.bank import build_bank_main
+    from lsdo.cli import build_bank_main
     from lsdo.inverse_attention.viz import viz_main
     from lsdo.model import build_model
     from lsdo.retrieval.index import VideoIndex

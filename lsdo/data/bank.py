@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lsdo.errors import ConfigError, LSDOUserError
 
@@ -129,47 +127,3 @@ def pick_bank_videos(
     if m > n_cats:
         log.info("variant.m=%d > %d categories: categories are used more than once", m, n_cats)
     return [with_cat[i] for i in spread_picks([cats[v] for v in with_cat], None, m)]
-
-
-def build_bank_main(argv: list[str] | None = None) -> int:
-    """``lsdo-build-bank [ckpt=PATH] [m=20] out=BANK.json <config overrides>``."""
-    from omegaconf import OmegaConf
-
-    from lsdo.cli import run_plain
-    from lsdo.config import compose
-    from lsdo.data import build_datamodule
-    from lsdo.model import build_model
-    from lsdo.model.encoder import image_size_of
-    from lsdo.model.video_lsdo import write_bank_file
-
-    def main() -> int:
-        args = list(sys.argv[1:] if argv is None else argv)
-        opts = {k: a.split("=", 1)[1] for a in args for k in ("out", "ckpt", "m") if a.startswith(k + "=")}
-        overrides = [a for a in args if a.split("=", 1)[0] not in ("out", "ckpt", "m")]
-        if "out" not in opts:
-            raise ConfigError("lsdo-build-bank: give out=PATH for the bank JSON")
-        if "ckpt" in opts:
-            from lsdo.checkpoint import load_model as load_checkpoint_model
-
-            model, saved = load_checkpoint_model(opts["ckpt"])
-            cfg = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.from_dotlist(overrides))
-        else:
-            cfg = compose(overrides)
-            model = build_model(cfg)
-        m = int(opts.get("m", cfg.variant.get("m", 20)))
-        dm = build_datamodule(cfg, image_size_of(cfg.model))
-        dm.setup("fit")
-        ids = dm.bank_video_ids(m)
-        frames = dm.bank_videos(m)  # [m, n, 3, H, W]
-        model.eval()
-        with torch.no_grad():
-            feats = model.encode_frames(frames).mean(dim=1)  # [m, n, d] -> [m, d]
-        write_bank_file(opts["out"], ids, feats)
-        print(f"wrote {opts['out']}: {len(ids)} videos x {feats.shape[1]} ({cfg.dataset.name})")
-        return 0
-
-    return run_plain(main)
-
-
-if __name__ == "__main__":
-    sys.exit(build_bank_main())

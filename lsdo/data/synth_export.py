@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lsdo.data import synthetic
-from lsdo.errors import LSDOUserError
+from lsdo.errors import LSDOUserError, run_plain
 
 # Rendering holds about 55 bytes per pixel of a video (float64 noise and frames, masks): clip_len x size^2 is
 # capped so that one worker stays near 1 GB.
@@ -202,8 +202,6 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lsdo.cli import run_plain
-
     ap = argparse.ArgumentParser(prog="lsdo-synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64, the tiny model's input)")

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lsdo.data.annotations import NoSplitError, Record, group_by_video, load_annotations
-from lsdo.data.datamodule import EpochSampler, collate_eval
+from lsdo.data.batching import EpochSampler, collate_eval
 from lsdo.data.reports import write_report
 from lsdo.data.sampling import train_sampling
 from lsdo.data.transforms import build_transform
