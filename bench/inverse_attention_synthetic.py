@@ -189,13 +189,9 @@ def test_split(
         videos = [
             replace(v, seed=int(np.random.SeedSequence([v.seed, rendering]).generate_state(1)[0])) for v in videos
         ]
-    args = {
-        "num_frames": int(dcfg["clip_len"]),
-        "size": size,
-        "small_visible_frac": float(dcfg["small_visible_frac"]),
-        "distractors": int(dcfg["distractors"]),
-        "small_radius": float(dcfg.get("small_radius", 0.07)) if small_radius is None else float(small_radius),
-    }
+    args = synthetic.render_settings(dcfg, size)
+    if small_radius is not None:
+        args["small_radius"] = float(small_radius)
     idx = segment_indices(args["num_frames"], int(dcfg["num_frames"]), "uniform")
     clips = np.stack([synthetic.render(v, **args)[idx] for v in videos])
     tracks = []

@@ -46,16 +46,6 @@ log = logging.getLogger(__name__)
 VISIBLE = 0.5  # the small object counts as visible in a frame when at least this share of its pixels shows
 
 
-def _render_kw(dcfg: dict[str, Any], size: int) -> dict[str, Any]:
-    return {
-        "num_frames": int(dcfg["clip_len"]),
-        "size": size,
-        "small_visible_frac": float(dcfg["small_visible_frac"]),
-        "distractors": int(dcfg["distractors"]),
-        "small_radius": float(dcfg.get("small_radius", 0.07)),
-    }
-
-
 def probe_frames(
     dcfg: dict[str, Any], part: str, size: int, renders: int = 1
 ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
@@ -84,7 +74,7 @@ def probe_frames(
         for s in range(len(synthetic.SMALL_KINDS))
         for j in range(max(1, renders))
     ]
-    kw = _render_kw(dcfg, size)
+    kw = synthetic.render_settings(dcfg, size)
     idx = segment_indices(kw["num_frames"], int(dcfg["num_frames"]), "uniform")
     frames, big, small, small_px, big_px = [], [], [], [], []
     for v in videos:

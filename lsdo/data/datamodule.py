@@ -147,14 +147,7 @@ class SyntheticDataModule(L.LightningDataModule):
 
     def render_kw(self) -> dict[str, Any]:
         """Keyword arguments of :func:`synthetic.render` for this dataset config."""
-        d = self.dcfg
-        return {
-            "num_frames": int(d.clip_len),
-            "size": self.size,
-            "small_visible_frac": float(d.small_visible_frac),
-            "distractors": int(d.distractors),
-            "small_radius": float(d.get("small_radius", 0.07)),
-        }
+        return synthetic.render_settings(self.dcfg, self.size)
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test") if stage in (None, "fit") else ("test",):

@@ -36,6 +36,7 @@ and resolution can be rendered.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -264,6 +265,21 @@ def render(
         "big_pixels": big_pixels,
     }
     return out, info
+
+
+LEGACY_SMALL_RADIUS = 0.07  # configs saved before ``dataset.small_radius`` existed rendered at this radius
+
+
+def render_settings(dcfg: Any, size: int) -> dict[str, Any]:
+    """Keyword arguments of :func:`render` from a synthetic dataset config (``configs/dataset/synthetic.yaml``)
+    at frame side ``size``: the one translation from config keys to rendering arguments."""
+    return {
+        "num_frames": int(dcfg["clip_len"]),
+        "size": int(size),
+        "small_visible_frac": float(dcfg["small_visible_frac"]),
+        "distractors": int(dcfg["distractors"]),
+        "small_radius": float(dcfg.get("small_radius", LEGACY_SMALL_RADIUS)),
+    }
 
 
 def chance_r1(test_combos: int) -> float:
