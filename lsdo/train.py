@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import logging
@@ -182,28 +183,29 @@ def build_loggers(cfg: DictConfig, out: Path) -> list[Any] | bool:
     raise ConfigError(f"logger.name: expected wandb | csv | tensorboard | none, got '{name}'")
 
 
+def trainer_options(cfg: DictConfig) -> dict[str, Any]:
+    """Every ``trainer.*`` key, passed through to ``lightning.Trainer`` as it is (null = Lightning's default).
+
+    A key Lightning does not take is an error naming it, with the closest option (``trainer.max_epoch``:
+    did you mean ``max_epochs``?), so ``+trainer.accumulate_grad_batches=4`` is applied and a misspelt
+    key is never dropped silently.
+    """
+    accepted = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    given = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in given:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            hint = f" (did you mean trainer.{close[0]}?)" if close else ""
+            raise ConfigError(f"trainer.{key}: not an option of lightning.Trainer{hint}")
+    reserved = {"default_root_dir", "callbacks", "plugins", "logger", "use_distributed_sampler", "enable_model_summary"}
+    clash = sorted(reserved & set(given))
+    if clash:
+        raise ConfigError(f"trainer.{clash[0]}: lsdo sets it (run directory, checkpoints, loggers); not a config key")
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def build_trainer(cfg: DictConfig, out: Path, callbacks: list[Any], loggers: Any) -> L.Trainer:
-    t = cfg.trainer
-    kw = {
-        k: t[k]
-        for k in (
-            "accelerator",
-            "devices",
-            "strategy",
-            "precision",
-            "max_epochs",
-            "gradient_clip_val",
-            "val_check_interval",
-            "check_val_every_n_epoch",
-            "log_every_n_steps",
-            "deterministic",
-            "fast_dev_run",
-            "limit_train_batches",
-            "limit_val_batches",
-            "limit_test_batches",
-        )
-        if t.get(k) is not None
-    }
+    kw = trainer_options(cfg)
     return L.Trainer(
         default_root_dir=str(out),
         callbacks=callbacks,
@@ -231,7 +233,7 @@ def export_checkpoint(cfg: DictConfig, tested: str | None) -> None:
     log.info("checkpoint.export: %s -> %s", tested, dest)
 
 
-def test_ranks(lit: LSDOLitModule) -> dict[str, list[int]] | None:
+def query_ranks(lit: LSDOLitModule) -> dict[str, list[int]] | None:
     """1-based rank of the correct item per test query: ``t2v`` per caption, ``v2t`` per video."""
     out = lit.eval_outputs.get("test")
     if not out:
@@ -248,6 +250,7 @@ def _fit_kwargs() -> dict[str, Any]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) as configured; returns the final metrics."""
     validate(cfg)
+    trainer_options(cfg)  # a misspelt trainer key fails here, before any directory or data
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     out = output_dir_of(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +314,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
         )
         export_checkpoint(cfg, which)
-        ranks = test_ranks(lit)
+        ranks = query_ranks(lit)
         if ranks:  # per-query ranks: paired comparisons between runs on the same queries
             (out / "test_ranks.json").write_text(json.dumps(ranks))
     (out / "metrics.json").write_text(json.dumps(results, indent=2))

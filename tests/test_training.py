@@ -249,3 +249,31 @@ def test_multirun_sweeps_variants_into_separate_directories(tmp_path: Path) -> N
     assert jobs == ["0_baseline", "1_shared", "2_average", "3_single"]
     for job in jobs:
         assert (sweep / job / "config.yaml").exists() and (sweep / job / "metrics.json").exists()
+
+
+def test_trainer_keys_pass_through_to_lightning(cfg_tiny, tmp_path: Path) -> None:
+    """Any Lightning Trainer option is applied (no whitelist); a key Lightning does not take is one line naming it."""
+    from lsdo.errors import ConfigError
+    from lsdo.train import build_trainer, trainer_options
+
+    with open_dict(cfg_tiny):
+        cfg_tiny.trainer.accumulate_grad_batches = 4
+        cfg_tiny.trainer.num_sanity_val_steps = 0
+    trainer = build_trainer(cfg_tiny, tmp_path, [], False)
+    assert trainer.accumulate_grad_batches == 4 and trainer.num_sanity_val_steps == 0
+    with open_dict(cfg_tiny):
+        cfg_tiny.trainer.max_epoch = 3
+    with pytest.raises(ConfigError, match=r"trainer.max_epoch: not an option of lightning.Trainer \(did you mean "
+                       r"trainer.max_epochs\?\)"):  # fmt: skip
+        trainer_options(cfg_tiny)
+    with pytest.raises(ConfigError, match="trainer.max_epoch"):
+        run(cfg_tiny)
+    assert not Path(cfg_tiny.paths.log_dir).exists()  # refused before any directory or data
+
+
+def test_misspelt_trainer_key_on_the_command_line(tmp_path: Path) -> None:
+    typo = run_cli("train.py", "experiment=demo", "logger=none", f"paths.log_dir={tmp_path}", "trainer.max_epoch=3")
+    assert typo.returncode != 0 and "trainer.max_epoch" in typo.stderr and "Traceback" not in typo.stderr
+    added = run_cli("train.py", "experiment=demo", "logger=none", f"paths.log_dir={tmp_path}", "+trainer.max_epoch=3")
+    assert added.returncode == 2 and "did you mean trainer.max_epochs?" in added.stderr
+    assert "Traceback" not in added.stderr
