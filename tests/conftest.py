@@ -67,6 +67,16 @@ def run_module(module: str, *args: str, timeout: float = 300, env: dict | None =
     )
 
 
+def run_console_script(target: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a console script's function (``"lsdo.cli:build_bank_main"``, as pyproject names it) in a new process."""
+    module, func = target.split(":")
+    code = f"import sys; from {module} import {func}; sys.exit({func}())"
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
 def randomise_xpool(model, seed: int):
     """Random X-Pool weights, biases and LayerNorm gains (identity init would hide bugs); returns the model."""
     import math

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, run_cli, run_module
+from conftest import TINY_OVERRIDES, run_cli, run_console_script
 from omegaconf import open_dict
 
 from lsdo.config import compose
@@ -187,8 +187,8 @@ def test_videos_found_under_another_extension(synth_copy: Path, tmp_path: Path) 
 
 def test_build_bank_one_video_per_category(synth_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "bank.json"
-    r = run_module(
-        "lsdo.data.bank",
+    r = run_console_script(
+        "lsdo.cli:build_bank_main",
         *TINY_MSRVTT,
         f"dataset.root={synth_dir}",
         f"out={out}",

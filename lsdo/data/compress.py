@@ -31,11 +31,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lsdo.data.video import VideoDecodeError, _av_open, _reason, open_h264_writer
+from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, _av_open, _reason, open_h264_writer
 from lsdo.errors import DataNotFoundError, LSDOUserError
 from lsdo.names import printable
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv")
+VIDEO_EXTS = VIDEO_EXTENSIONS  # the one list (lsdo.data.video)
 MAX_LISTED_CLASHES = 10  # name clashes spelled out in the error line (the count says how many in all)
 
 

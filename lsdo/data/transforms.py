@@ -8,10 +8,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
-BILINEAR, BICUBIC = InterpolationMode.BILINEAR, InterpolationMode.BICUBIC
+from lsdo.inverse_attention.preprocess import CLIP_MEAN, CLIP_STD  # the one copy of CLIP's statistics
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BILINEAR, BICUBIC = InterpolationMode.BILINEAR, InterpolationMode.BICUBIC
 
 
 def normalize(frames: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,23 @@ import torch
 from lsdo.data.sampling import segment_indices
 from lsdo.errors import DataNotFoundError, LSDOUserError
 
+# Video file extensions every tool looks for (data modules, lsdo-index, lsdo-prepare compress): the one list.
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".3gp",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".ogv",
+)
+
 BACKENDS = ("decord", "pyav")
 
 

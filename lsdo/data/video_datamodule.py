@@ -39,12 +39,10 @@ from lsdo.data.batching import EpochSampler, collate_eval
 from lsdo.data.reports import write_report
 from lsdo.data.sampling import train_sampling
 from lsdo.data.transforms import build_transform
-from lsdo.data.video import VideoDecodeError, probe_video, sample_frames
+from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, probe_video, sample_frames
 from lsdo.errors import ConfigError, DataNotFoundError
 
 log = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".3gp", ".wmv", ".flv")
 
 
 @dataclass

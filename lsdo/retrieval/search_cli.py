@@ -80,6 +80,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from lsdo.cli import run_plain
+from lsdo.data.video import VIDEO_EXTENSIONS
 from lsdo.errors import LSDOUserError
 from lsdo.model.lsdo_model import LSDOModel
 from lsdo.retrieval.index import (
@@ -95,7 +96,7 @@ from lsdo.retrieval.index import (
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+VIDEO_EXTS = VIDEO_EXTENSIONS  # the one list (lsdo.data.video)
 PARTIAL_DIR = ".partial"
 SKIPPED_FILE = "skipped.txt"
 SHARD_RE = re.compile(r"shard_(\d{4,})\.json")
