@@ -30,6 +30,7 @@ from lsdo.errors import LSDOUserError
 from lsdo.lightning_module import LSDOLitModule
 from lsdo.model.encoder import image_size_of
 from lsdo.reporting import format_metrics_table
+from lsdo.retrieval import canonical_mode
 from lsdo.train import output_dir_of
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,7 @@ def merge_eval_config(saved: dict[str, Any], cfg: DictConfig, given: set[str] | 
 
 
 def protocol_label(inference: Any) -> str:
-    mode = str(inference.get("mode", "full"))
+    mode = canonical_mode(str(inference.get("mode", "full")))
     label = "full protocol" if mode == "full" else f"fast (prefilter k={inference.get('prefilter_k', 100)})"
     if inference.get("dsl"):
         label += ", DSL post-processing (transductive)"

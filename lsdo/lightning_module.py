@@ -22,7 +22,7 @@ from lsdo.errors import ConfigError
 from lsdo.loss import symmetric_infonce
 from lsdo.model import TextFeatures, build_model
 from lsdo.model.video_lsdo import SingleLSDO
-from lsdo.retrieval import dual_softmax, fast_similarity, similarity_matrix
+from lsdo.retrieval import canonical_mode, dual_softmax, fast_similarity, similarity_matrix
 from lsdo.retrieval.metrics import t2v_metrics, v2t_metrics
 
 log = logging.getLogger(__name__)
@@ -154,20 +154,21 @@ class LSDOLitModule(L.LightningModule):
         """[T, V] scores as ``cfg.inference`` says: full protocol or prefilter + re-ranking, optional DSL.
 
         ``inference.mode=full`` scores every pair exactly (lsdo.retrieval.similarity_matrix);
-        ``fast`` re-ranks the ``prefilter_k`` mean-pool candidates of each text (paper IV-B.3).
+        ``prefilter`` (earlier name ``fast``) re-ranks the ``prefilter_k`` mean-pool candidates of each
+        text (paper IV-B.3).
         ``inference.dsl=true`` applies dual softmax (transductive; labelled in every output).
         """
         inf = self.cfg.get("inference") or {}
         chunk = int(inf.get("chunk_size", 256))
-        mode = str(inf.get("mode", "full"))
+        mode = canonical_mode(str(inf.get("mode", "full")))
         if mode == "full":
-            sims = similarity_matrix(self.model, text, video, chunk_size=chunk, method=str(inf.get("method", "fast")))
-        elif mode == "fast":
+            sims = similarity_matrix(self.model, text, video, chunk_size=chunk, method=str(inf.get("method", "gram")))
+        elif mode == "prefilter":
             sims = fast_similarity(
                 self.model, text, video, prefilter_k=int(inf.get("prefilter_k", 100)), chunk_size=chunk
             )
         else:
-            raise ConfigError(f"inference.mode: expected full | fast, got '{mode}'")
+            raise ConfigError(f"inference.mode: expected full | prefilter (or fast = prefilter), got '{mode}'")
         sims = sims.float()
         if bool(inf.get("dsl", False)):
             sims = dual_softmax(sims, float(inf.get("dsl_temperature", 0.01)))

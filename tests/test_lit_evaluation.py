@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from conftest import randomise_xpool
 from omegaconf import DictConfig
 
+from lsdo.errors import ConfigError
 from lsdo.lightning_module import LSDOLitModule
 from lsdo.model import TextFeatures
 
@@ -370,3 +371,22 @@ def test_real_encoders_under_a_trainer(cfg_tiny: DictConfig, tmp_path) -> None:
     for key, value in want.items():
         assert logged[f"val/{key}"] == pytest.approx(value, rel=1e-6), key
         assert float(trainer.callback_metrics[f"test/{key}"]) == pytest.approx(value, rel=1e-6), key
+
+
+def test_new_inference_names_equal_their_earlier_aliases(lit_module: LSDOLitModule, data: Data) -> None:
+    """inference.mode=prefilter is the earlier 'fast' mode and method=gram the earlier 'fast' method: same scores."""
+    sims = {}
+    for key, inf in {
+        "prefilter": {"mode": "prefilter", "prefilter_k": SMALL_K},
+        "fast-mode": {"mode": "fast", "prefilter_k": SMALL_K},
+        "gram": {"mode": "full", "method": "gram"},
+        "fast-method": {"mode": "full", "method": "fast"},
+    }.items():
+        _fresh(lit_module, **inf)
+        _run_validation(lit_module, data)
+        sims[key] = lit_module.eval_outputs["val"]["sims"]
+    assert torch.equal(sims["prefilter"], sims["fast-mode"]) and torch.equal(sims["gram"], sims["fast-method"])
+    assert (torch.isfinite(sims["prefilter"]).sum(dim=1) == SMALL_K).all()
+    _fresh(lit_module, mode="quick")
+    with pytest.raises(ConfigError, match=r"inference.mode: expected full \| prefilter"):
+        _run_validation(lit_module, data)

@@ -8,7 +8,7 @@ Public API (a contract)::
     sims = fast_similarity(model, text, video, prefilter_k=10)  # [T, V], -inf outside the top-k
     t2v_metrics(sims, text_to_video), v2t_metrics(sims, text_to_video)
 
-``similarity_matrix`` scores every (text, video) pair. ``method="fast"`` (default) uses
+``similarity_matrix`` scores every (text, video) pair. ``method="gram"`` (default; earlier name "fast") uses
 :class:`lsdo.retrieval.xpool_fast.XPoolScorer`: the linear maps after the attention are pushed
 onto the frames and the LayerNorms / cosine are evaluated through per-video n x n Gram matrices,
 so a pair costs about its attention logits (2 n d) instead of d x d; it equals the naive scores
@@ -50,7 +50,20 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK = 256
-METHODS = ("fast", "naive")
+METHODS = ("gram", "naive")
+METHOD_ALIASES = {"fast": "gram"}  # the earlier name of "gram" (it is exact, not approximate)
+MODES = ("full", "prefilter")
+MODE_ALIASES = {"fast": "prefilter"}  # the earlier name of "prefilter" (approximate: only the top-k are re-ranked)
+
+
+def canonical_method(method: str) -> str:
+    """``inference.method``: "gram" (exact per-video Gram matrices) or "naive"; "fast" is the earlier name of gram."""
+    return METHOD_ALIASES.get(method, method)
+
+
+def canonical_mode(mode: str) -> str:
+    """``inference.mode``: "full" (every pair) or "prefilter" (top-k re-ranking); "fast" = prefilter (earlier name)."""
+    return MODE_ALIASES.get(mode, mode)
 
 
 def _check_inputs(text: TextFeatures, video: torch.Tensor) -> None:
@@ -66,20 +79,21 @@ def similarity_matrix(
     text: TextFeatures,
     video: torch.Tensor,
     chunk_size: int = DEFAULT_CHUNK,
-    method: str = "fast",
+    method: str = "gram",
     *,
     video_chunk_size: int | None = None,
 ) -> torch.Tensor:
     """X-Pool cosine scores of every pair: text (T texts), video f_m [V, n, d] -> [T, V].
 
-    ``method``: "fast" (exact, per-video precomputation, see module docstring) or "naive"
-    (``model.similarity`` per chunk). ``chunk_size`` texts and ``video_chunk_size`` videos are
-    scored at a time (default: about 131k pairs per block for "fast", all videos for "naive").
+    ``method``: "gram" (exact, per-video precomputation, see module docstring; "fast" is its earlier
+    name) or "naive" (``model.similarity`` per chunk). ``chunk_size`` texts and ``video_chunk_size``
+    videos are scored at a time (default: about 131k pairs per block for "gram", all videos for "naive").
     """
+    method = canonical_method(method)
     if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got '{method}'")
+        raise ValueError(f"method: expected one of {METHODS} (or 'fast' = 'gram'), got '{method}'")
     _check_inputs(text, video)
-    if method == "fast":
+    if method == "gram":
         return XPoolScorer(model.xpool, video).score(text, chunk_size, video_chunk_size)
     num_texts, num_videos = len(text), video.shape[0]
     step, vstep = max(int(chunk_size), 1), max(int(video_chunk_size or num_videos), 1)
@@ -132,7 +146,7 @@ def fast_similarity(
     _check_inputs(text, video)
     num_videos = video.shape[0]
     if prefilter_k >= num_videos:
-        return similarity_matrix(model, text, video, chunk_size, method="fast")
+        return similarity_matrix(model, text, video, chunk_size, method="gram")
     candidates = prefilter_scores(text, video, prefilter_k).candidates  # [T, k]
     scores = XPoolScorer(model.xpool, video).score_candidates(text, candidates, chunk_size)  # [T, k]
     out = video.new_full((len(text), num_videos), float("-inf"))
