@@ -104,7 +104,8 @@ def load_test_set(cfg: DictConfig, image_size: int, out: Path) -> tuple[Any, lis
         if split.num_missing:
             label += f" ({split.num_missing} missing images skipped)"
         return split.items(), captions, t2i, threads, label
-    from lsdo.data.datamodule import SyntheticDataModule, build_datamodule
+    from lsdo.data.datamodule import SyntheticDataModule
+    from lsdo.data.factory import build_datamodule
     from lsdo.data.sampling import segment_indices
 
     dm = build_datamodule(cfg, image_size, report_dir=out)

@@ -137,5 +137,5 @@ def test_the_checker_sees_what_it_should() -> None:
     mods = modules()
     found = imports("lsdo.data.datamodule", mods["lsdo.data.datamodule"], set(mods))
     assert "lsdo.data.synthetic" in found  # from lsdo.data import synthetic
-    assert "lsdo.data.video_datamodule" in found  # imported inside build_datamodule
+    assert "lsdo.data.factory" in imports("lsdo.data", mods["lsdo.data"], set(mods))  # inside __getattr__
     assert layer("lsdo.retrieval.search_cli") == 7 and layer("lsdo.retrieval.index") == 4

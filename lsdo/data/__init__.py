@@ -13,7 +13,7 @@ __all__ = ["Record", "build_datamodule", "load_annotations"]
 def __getattr__(name: str) -> Any:
     # Lazy: the data modules import Lightning; annotation parsing does not need it.
     if name == "build_datamodule":
-        from lsdo.data.datamodule import build_datamodule
+        from lsdo.data.factory import build_datamodule
 
         return build_datamodule
     raise AttributeError(f"module 'lsdo.data' has no attribute {name!r}")

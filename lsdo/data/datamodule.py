@@ -1,6 +1,7 @@
-"""Lightning data modules.
+"""The synthetic benchmark's Lightning data module and the datasets shared with the video data module.
 
-Batches:
+The factory from a config: :func:`lsdo.data.factory.build_datamodule`. Batch layouts (every data module):
+
   * train: ``{"frames": float [B, n, 3, H, W], "captions": list[str] (B)}`` - one caption per video;
   * val/test: ``{"frames": [B, n, 3, H, W], "captions": list[str] (T), "text_to_video": LongTensor [T]}``
     with every caption of every video (multi-caption test sets), ``text_to_video`` indexing the
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -27,16 +27,8 @@ from lsdo.data.bank import spread_picks
 from lsdo.data.batching import EpochSampler, collate_eval, collate_train
 from lsdo.data.sampling import segment_indices, train_sampling
 from lsdo.data.transforms import normalize
-from lsdo.errors import ConfigError, DataNotFoundError
 
 log = logging.getLogger(__name__)
-
-REAL_DATASETS = {
-    "msrvtt": "MSR-VTT (annotations MSRVTT_data.json, MSRVTT_train.9k.csv, MSRVTT_JSFUSION_test.csv, videos/)",
-    "msvd": "MSVD (captions_msvd.json, train/val/test_list.txt, videos/)",
-    "lsmdc": "LSMDC (the LSMDC16 csv files and the movie-clip folders; licence required)",
-    "didemo": "DiDeMo (train/val/test_data.json, videos/)",
-}
 
 
 def _train_item(
@@ -214,31 +206,3 @@ class SyntheticDataModule(L.LightningDataModule):
         _, clips = self._split("train")
         frame_idx = torch.from_numpy(segment_indices(clips.shape[1], int(self.dcfg.num_frames), "uniform"))
         return normalize(clips[self._bank_picks(m)][:, frame_idx])
-
-
-def build_datamodule(cfg: Any, image_size: int, report_dir: str | Path | None = None) -> L.LightningDataModule:
-    """The data module of ``cfg.dataset``; raises a one-line user error when data is missing.
-
-    ``report_dir`` receives the pre-flight reports of the real datasets (missing/corrupt video lists).
-    """
-    d = cfg.dataset
-    name = str(d.name)
-    if name == "synthetic":
-        return SyntheticDataModule(d, image_size, seed=int(cfg.seed), select_on_test=bool(cfg.get("select_on_test")))
-    if name in REAL_DATASETS:
-        root = Path(str(d.root))
-        if not root.exists() and not (d.get("ann_dir") and d.get("video_dir")):
-            raise DataNotFoundError(
-                f"dataset.root: {root} does not exist. Download {REAL_DATASETS[name]} as described in "
-                f"data/README.md and pass dataset.root=/path/to/{name}"
-            )
-        from lsdo.data.video_datamodule import VideoDataModule
-
-        return VideoDataModule(
-            d,
-            image_size,
-            seed=int(cfg.seed),
-            select_on_test=bool(cfg.get("select_on_test")),
-            report_dir=report_dir,
-        )
-    raise ConfigError(f"dataset.name: unknown dataset '{name}' (expected synthetic, {', '.join(REAL_DATASETS)})")
