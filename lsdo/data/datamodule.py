@@ -1,4 +1,4 @@
-"""The synthetic benchmark's Lightning data module and the datasets shared with the video data module.
+"""The synthetic benchmark's Lightning data module and its datasets (pre-rendered and fresh-render training items).
 
 The factory from a config: :func:`lsdo.data.factory.build_datamodule`. Batch layouts (every data module):
 
