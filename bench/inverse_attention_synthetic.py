@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lsdo.checkpoint import load_clip
 from lsdo.data import synthetic
 from lsdo.data.synthetic import SMALL_COLOURS, SMALL_KINDS, SyntheticVideo
 
@@ -155,15 +156,6 @@ class Setting:
     grid: int = 2
     heatmap: str = "attention"
     kernel: int = 2
-
-
-def load_encoder(ckpt: str) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """(the checkpoint's open_clip model, tokenizer, saved config)."""
-    from lsdo.checkpoint import load_model
-
-    model, saved = load_model(ckpt)
-    encoder = model.encoder
-    return encoder.clip.eval(), encoder.tokenize, saved
 
 
 def test_split(
@@ -306,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     kernel, draws = as_int(args, "kernel", 2), as_int(args, "draws", 50)
     ks = [int(k) for k in args.get("ks", "2,4,8").split(",") if k]
     torch.set_grad_enabled(False)
-    model, tokenizer, saved = load_encoder(args["ckpt"])
+    model, tokenizer, saved = load_clip(args["ckpt"])
     size = int(
         model.visual.image_size[0] if isinstance(model.visual.image_size, (tuple, list)) else model.visual.image_size
     )

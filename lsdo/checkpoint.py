@@ -132,6 +132,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[LS
     return model.eval().to(device), cfg
 
 
+def load_clip(path: str | Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(open_clip model in eval mode, tokenizer, saved config): the fine-tuned CLIP towers of a training checkpoint,
+    for the tools that use the encoder alone (zero-shot, inverse-attention figures and benchmarks)."""
+    model, saved = load_model(path)
+    return model.encoder.clip.eval(), model.encoder.tokenize, saved
+
+
 ENCODER_PREFIX = "encoder."
 
 

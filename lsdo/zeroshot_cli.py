@@ -57,15 +57,14 @@ def _device(value: str) -> torch.device:
     return torch.device(value)
 
 
-def build_model(cfg: DictConfig) -> tuple[torch.nn.Module, Any, str]:
+def build_clip(cfg: DictConfig) -> tuple[torch.nn.Module, Any, str]:
     """(open_clip model, tokenizer, label): the checkpoint's CLIP encoder (``ckpt``) or ``model``'s open_clip model."""
     if cfg.get("ckpt"):
-        from lsdo.checkpoint import load_model
+        from lsdo.checkpoint import load_clip
 
-        model, saved = load_model(str(cfg.ckpt))
-        encoder = model.encoder
+        clip, tokenizer, saved = load_clip(str(cfg.ckpt))
         log.info("zero-shot: the CLIP encoder of %s (model=%s)", cfg.ckpt, saved.get("model", {}).get("name"))
-        return encoder.clip, encoder.tokenize, f"ckpt {cfg.ckpt}"
+        return clip, tokenizer, f"ckpt {cfg.ckpt}"
     from lsdo.model.encoder import create_clip
 
     torch.manual_seed(int(cfg.seed))  # random-init weights are a function of the seed
@@ -173,7 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = _output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     device = _device(str(cfg.inference.device))
-    model, tokenizer, model_label = build_model(cfg)
+    model, tokenizer, model_label = build_clip(cfg)
     model = model.to(device).eval()
     encoder = build_region_encoder(cfg, model, tokenizer)
     items, captions, t2i, threads, data_label = load_test_set(cfg, encoder.image_size, out)
@@ -258,4 +257,4 @@ def zeroshot_main() -> None:
     hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="zeroshot")(guarded(_zeroshot))()
 
 
-__all__ = ["build_model", "build_region_encoder", "load_test_set", "run", "zeroshot_main"]
+__all__ = ["build_clip", "build_region_encoder", "load_test_set", "run", "zeroshot_main"]

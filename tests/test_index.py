@@ -570,6 +570,6 @@ def test_cli_region_index_build_resume_and_search(
 
 
 def index_model(corpus: dict[str, Path]) -> LSDOModel:
-    from lsdo.retrieval.search_cli import load_model
+    from lsdo.checkpoint import load_model
 
     return load_model(str(corpus["ckpt"]))[0]

@@ -68,10 +68,10 @@ def load_model(model: str | None = None, ckpt: str | None = None) -> tuple[nn.Mo
     from lsdo.model.encoder import WeightKeys, create_clip
 
     if ckpt:
-        from lsdo.checkpoint import load_model as load_checkpoint_model
+        from lsdo.checkpoint import load_clip
 
-        encoder = load_checkpoint_model(ckpt)[0].encoder  # the fine-tuned CLIP towers of the checkpoint
-        return encoder.clip, encoder.tokenize, f"ckpt {Path(ckpt).name}"
+        clip, tokenizer, _ = load_clip(ckpt)  # the fine-tuned CLIP towers of the checkpoint
+        return clip, tokenizer, f"ckpt {Path(ckpt).name}"
     spec = model or DEFAULT_MODEL
     if spec == "tiny":
         from lsdo.config import CONFIG_DIR

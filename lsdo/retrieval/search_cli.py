@@ -79,6 +79,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from lsdo.checkpoint import load_model
 from lsdo.cli import run_plain
 from lsdo.data.video import VIDEO_EXTENSIONS
 from lsdo.errors import LSDOUserError
@@ -230,13 +231,6 @@ def _extensions(text: str) -> tuple[str, ...]:
     """``".mp4,avi"`` -> (".mp4", ".avi"); empty -> VIDEO_EXTS."""
     names = [x.strip().lower() for x in text.split(",") if x.strip()]
     return tuple(x if x.startswith(".") else f".{x}" for x in names) or VIDEO_EXTS
-
-
-def load_model(ckpt: str, device: torch.device | str = "cpu") -> tuple[LSDOModel, dict[str, Any]]:
-    """(model in eval mode, saved config) rebuilt from a training checkpoint alone."""
-    from lsdo.checkpoint import load_model as load_checkpoint_model
-
-    return load_checkpoint_model(ckpt, device)
 
 
 # ---------------------------------------------------------------------------------------------
