@@ -28,6 +28,7 @@ exist) and an interrupted training run resumes from its ``last.ckpt`` (``ckpt_pa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline", "shared", "average", "single")
@@ -354,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores, torch threads "
-        f"{__import__('torch').get_num_threads()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
         "seeds": seeds,
         "epochs": epochs or int(compose(["experiment=premise"]).trainer.max_epochs),
         "wall_minutes_this_call": (time.time() - start) / 60,

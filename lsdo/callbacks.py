@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -37,24 +38,30 @@ def monitored_metric(monitor_window: int) -> str:
     return BEST_METRIC if int(monitor_window) == 1 else WINDOW_METRIC
 
 
+def atomic_write(target: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write a file through ``write(f)`` into a temporary file beside ``target``, flush it to disk, then rename
+    it into place: a process killed meanwhile leaves the previous file whole (and no temporary behind on errors)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file, flushed to disk, then renamed into place."""
+    """Checkpoints written to a temporary file, flushed to disk, then renamed into place (:func:`atomic_write`)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO does not take storage_options")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

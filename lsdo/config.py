@@ -92,6 +92,13 @@ _CHECKS: dict[str, tuple[str, float, bool]] = {
 }
 
 
+# keys that are fractions (their lower bound 0 is in _CHECKS): key -> what the value is
+_FRACTIONS = {
+    "optim.warmup_ratio": "a fraction of the training steps",
+    "dataset.small_caption_prob": "a probability",
+}
+
+
 def _bad_value(key: str, value: object, kind: str, minimum: float) -> str | None:
     """Why ``value`` is not acceptable for ``key`` (None when it is)."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
@@ -129,9 +136,7 @@ def validate(cfg: DictConfig) -> None:
         problem = _bad_value(key, value, kind, minimum)
         if problem:
             raise ConfigError(f"{key}={value}: {problem}")
-    wr = OmegaConf.select(cfg, "optim.warmup_ratio")
-    if isinstance(wr, int | float) and wr > 1:
-        raise ConfigError(f"optim.warmup_ratio={wr}: expected a fraction of the training steps in [0, 1]")
-    p = OmegaConf.select(cfg, "dataset.small_caption_prob")
-    if isinstance(p, int | float) and p > 1:
-        raise ConfigError(f"dataset.small_caption_prob={p}: expected a probability in [0, 1]")
+    for key, what in _FRACTIONS.items():
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, int | float) and value > 1:
+            raise ConfigError(f"{key}={value}: expected {what} in [0, 1]")

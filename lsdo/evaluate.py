@@ -31,7 +31,7 @@ from lsdo.lightning_module import LSDOLitModule
 from lsdo.model.encoder import image_size_of
 from lsdo.reporting import format_metrics_table
 from lsdo.retrieval import canonical_mode
-from lsdo.train import output_dir_of
+from lsdo.train import output_dir_of, query_ranks
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,6 @@ def protocol_label(inference: Any) -> str:
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     from lsdo.plots import plot_retrieval
-    from lsdo.retrieval.metrics import t2v_ranks, v2t_ranks
 
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.get("ckpt"):
         raise LSDOUserError("ckpt: give the checkpoint to evaluate: python eval.py ckpt=PATH (a .ckpt file of a run)")
@@ -213,9 +212,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             indent=2,
         )
     )
-    scores = lit.eval_outputs.get("test")
-    if scores is not None:
-        sims, t2v = scores["sims"], scores["text_to_video"]
-        plot_retrieval({"t2v": t2v_ranks(sims, t2v), "v2t": v2t_ranks(sims, t2v)}, out, title=f"recall at K ({label})")
+    ranks = query_ranks(lit)
+    if ranks is not None:
+        plot_retrieval(ranks, out, title=f"recall at K ({label})")
     log.info("wrote %s", out)
     return metrics

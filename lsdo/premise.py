@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsdo.checkpoint import build_from_config, load_model
+from lsdo.checkpoint import build_from_config, load_clip
 from lsdo.data import synthetic
 from lsdo.data.sampling import segment_indices
 from lsdo.data.transforms import normalize
@@ -185,12 +185,11 @@ def measure_encoder(visual: torch.nn.Module, train: tuple, test: tuple) -> dict[
 
 def measure_premise(ckpt: str | Path, renders: int = 4) -> dict[str, Any]:
     """The premise of a synthetic-benchmark checkpoint's encoder, with the random-init reference."""
-    torch.set_grad_enabled(False)
-    model, saved = load_model(ckpt)
+    clip, _, saved = load_clip(ckpt)
     dcfg = saved["dataset"]
     if str(dcfg.get("name")) != "synthetic":
         raise LSDOUserError(f"ckpt: {ckpt} was trained on {dcfg.get('name')}, not the synthetic benchmark")
-    visual = model.encoder.clip.visual.eval()
+    visual = clip.visual
     side = visual.image_size
     size = int(side[0] if isinstance(side, tuple | list) else side)  # the encoder's input: as trained
     train = probe_frames(dcfg, "train", size, renders)

@@ -6,7 +6,6 @@ import difflib
 import inspect
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from lsdo.callbacks import AtomicCheckpointIO, checkpoint_callbacks
+from lsdo.callbacks import AtomicCheckpointIO, atomic_write, checkpoint_callbacks
 from lsdo.checkpoint import check_state_fits, init_encoder_from, read_checkpoint, saved_config
 from lsdo.config import RUN_TOKEN, validate
 from lsdo.data import build_datamodule
@@ -225,11 +224,8 @@ def export_checkpoint(cfg: DictConfig, tested: str | None) -> None:
     if not tested:
         log.warning("checkpoint.export=%s: no best checkpoint was kept (fast_dev_run?), nothing written", dest)
         return
-    dest = Path(str(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{RUN_TOKEN}.tmp")
-    shutil.copyfile(tested, tmp)
-    os.replace(tmp, dest)
+    with open(tested, "rb") as src:
+        atomic_write(str(dest), lambda f: shutil.copyfileobj(src, f))
     log.info("checkpoint.export: %s -> %s", tested, dest)
 
 
