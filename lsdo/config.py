@@ -53,8 +53,15 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> D
         raise FileNotFoundError(f"config directory not found: {CONFIG_DIR} (set LSDO_CONFIG_DIR)")
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()
+    from hydra.errors import HydraException
+
+    from lsdo.errors import ConfigError
+
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        try:
+            return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+        except HydraException as exc:  # a misspelt key or group, a malformed override: Hydra's own message
+            raise ConfigError(" ".join(str(exc).split("\n")[:2]).strip()) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from lsdo.lightning_module import LSDOLitModule
 from lsdo.model.encoder import image_size_of
 from lsdo.reporting import format_metrics_table
 from lsdo.retrieval import canonical_mode
-from lsdo.train import output_dir_of, query_ranks
+from lsdo.runtime import check_accelerator, output_dir_of
+from lsdo.train import query_ranks
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lit = rebuild(OmegaConf.to_container(merged, resolve=True), state_dict, str(cfg.ckpt))
     (out / "config.yaml").write_text(OmegaConf.to_yaml(merged, resolve=True))
     accel = str(cfg.trainer.accelerator)
-    if accel == "gpu" and not torch.cuda.is_available():
-        raise LSDOUserError("trainer.accelerator=gpu but no CUDA GPU is available; use trainer.accelerator=cpu")
+    check_accelerator(accel)
     trainer = L.Trainer(
         accelerator=accel,
         devices=1,

@@ -25,9 +25,7 @@ the synthetic benchmark (:mod:`lsdo.data.synthetic`; typically stage 1 of the tw
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -240,25 +238,3 @@ def format_premise(r: dict[str, Any]) -> str:
     )
     lines += ["", f"{verdict}; heatmap grid {e['grid']}"]
     return "\n".join(lines)
-
-
-ARGS = {
-    "ckpt": "a training checkpoint of the synthetic benchmark (e.g. logs/premise/stage1.ckpt) [required]",
-    "renders": "renderings per combination to train the probes on (default 4; half as many to test them)",
-    "out": "optional JSON file for the measurement",
-}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from lsdo.inverse_attention.cli_args import as_int, parse_kv, usage
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(usage("lsdo-premise", ARGS))
-        return 0
-    args = parse_kv(argv, ARGS, required=("ckpt",))
-    r = measure_premise(args["ckpt"], as_int(args, "renders", 4))
-    print(format_premise(r))
-    if args.get("out"):
-        Path(args["out"]).write_text(json.dumps(r, indent=1))
-    return 0

@@ -7,18 +7,16 @@ import inspect
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from lsdo.callbacks import AtomicCheckpointIO, atomic_write, checkpoint_callbacks
 from lsdo.checkpoint import check_state_fits, init_encoder_from, read_checkpoint, saved_config
-from lsdo.config import RUN_TOKEN, validate
+from lsdo.config import validate
 from lsdo.data import build_datamodule
 from lsdo.errors import ConfigError, LSDOUserError
 from lsdo.lightning_module import LSDOLitModule
@@ -26,38 +24,9 @@ from lsdo.model.encoder import image_size_of
 from lsdo.plots import plot_training_curves
 from lsdo.reporting import format_metrics_table
 from lsdo.retrieval.metrics import t2v_ranks, v2t_ranks
+from lsdo.runtime import check_accelerator, output_dir_of
 
 log = logging.getLogger(__name__)
-
-
-def output_dir_of(cfg: DictConfig) -> Path:
-    """The run directory: Hydra's when running under Hydra, else a new one under paths.log_dir.
-
-    Outside Hydra the directory is claimed with an exclusive ``mkdir``, so two processes
-    starting in the same second never share one (Hydra's names carry a per-process token).
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except (ImportError, ValueError):
-        base = Path(str(cfg.paths.log_dir)) / str(cfg.task_name) / "runs"
-        base.mkdir(parents=True, exist_ok=True)
-        variant = OmegaConf.select(cfg, "variant.name", default=None)
-        stem = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}{f'_{variant}' if variant else ''}_{RUN_TOKEN}"
-        for i in range(10_000):
-            out = base / (stem if i == 0 else f"{stem}_{i}")
-            try:
-                out.mkdir()
-                return out
-            except FileExistsError:
-                continue
-        raise LSDOUserError(f"paths.log_dir: cannot create a new run directory under {base}") from None
-
-
-def check_accelerator(cfg: DictConfig) -> None:
-    if str(cfg.trainer.accelerator) == "gpu" and not torch.cuda.is_available():
-        raise LSDOUserError("trainer=gpu but no CUDA GPU is available on this machine; run with trainer=cpu")
 
 
 # What makes two runs the same configuration for ``ckpt_path=last``.
@@ -255,7 +224,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # Cheap checks first: data paths, accelerator, checkpoint; only then build the model
     # (which may download CLIP weights).
     dm = build_datamodule(cfg, image_size_of(cfg.model), report_dir=out)
-    check_accelerator(cfg)
+    check_accelerator(str(cfg.trainer.accelerator))
     ckpt_path = resolve_ckpt_path(cfg)
     training = bool(cfg.get("train", True))
     if training:

@@ -9,7 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from lsdo.data.compress import compress_video, main, output_size, prepare_main
+from lsdo.cli.prepare import compress_main as main
+from lsdo.cli.prepare import prepare_main
+from lsdo.data.compress import compress_video, output_size
 from lsdo.data.video import VideoDecodeError, probe_video, write_video
 
 pytestmark = pytest.mark.timeout(120, method="thread")

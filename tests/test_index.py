@@ -1,4 +1,4 @@
-"""Persistent video index (lsdo.retrieval.index) and its command-line tools (lsdo.retrieval.search_cli).
+"""Persistent video index (lsdo.retrieval.index) and its command-line tools (lsdo.cli.index, lsdo.cli.search).
 
 Search results are checked against the brute-force :func:`similarity_matrix` / :func:`prefilter_scores`
 on random frame features; the X-Pool parameters are randomised so that an identity init cannot
@@ -16,12 +16,13 @@ from conftest import INDEX_TINY, random_xpool_model
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from lsdo.cli.index import index_main
+from lsdo.cli.search import search_main
 from lsdo.config import compose
 from lsdo.errors import LSDOUserError
 from lsdo.model import LSDOModel, TextFeatures
 from lsdo.retrieval import fast_similarity, prefilter_scores, similarity_matrix
 from lsdo.retrieval.index import FEATURES_FILE, META_FILE, VideoIndex, faiss_available, model_fingerprint
-from lsdo.retrieval.search_cli import index_main, parse_args, search_main
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -275,19 +276,6 @@ def test_faiss_prefilter_matches_torch(model: LSDOModel, data) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_parse_args_forms() -> None:
-    keys = {"index": "", "topk": "", "prefilter_k": ""}
-    opts, rest = parse_args(["index=a", "q one", "--topk", "3", "--prefilter-k=7", "q two"], keys, positional=True)
-    assert opts == {"index": "a", "topk": "3", "prefilter_k": "7"} and rest == ["q one", "q two"]
-    assert parse_args(["topk=4", "--", "topk=5"], keys, positional=True) == ({"topk": "4"}, ["topk=5"])
-    with pytest.raises(LSDOUserError, match="unknown argument 'topK'"):
-        parse_args(["topK=5"], keys, positional=True)
-    with pytest.raises(LSDOUserError, match="needs a value"):
-        parse_args(["--topk"], keys, positional=True)
-    with pytest.raises(LSDOUserError, match="expected key=value"):
-        parse_args(["free text"], keys)
-
-
 def _checkpoint(path: Path, seed: int) -> Path:
     from lsdo.lightning_module import LSDOLitModule
 
@@ -413,12 +401,12 @@ def test_cli_user_errors(corpus: dict[str, Path], tmp_path: Path, capsys: pytest
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_cli_as_subprocess(corpus: dict[str, Path], tmp_path: Path) -> None:
-    """``python -m lsdo.retrieval.search_cli``: the real entry point, exit codes and output streams."""
+    """``python -m lsdo.cli.index`` / ``lsdo.cli.search``: the real entry points, exit codes and output streams."""
     import subprocess
     import sys
 
     def run(*argv: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "lsdo.retrieval.search_cli", *argv]
+        cmd = [sys.executable, "-m", f"lsdo.cli.{argv[0]}", *argv[1:]]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=240)
 
     out = tmp_path / "idx"

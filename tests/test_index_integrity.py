@@ -18,6 +18,8 @@ import torch
 from conftest import INDEX_TINY, random_xpool_model
 from omegaconf import OmegaConf
 
+from lsdo.cli.index import index_main
+from lsdo.cli.search import search_main
 from lsdo.config import compose
 from lsdo.errors import LSDOUserError
 from lsdo.model import LSDOModel, TextFeatures
@@ -31,7 +33,6 @@ from lsdo.retrieval.index import (
     unescape_name,
     verify_index,
 )
-from lsdo.retrieval.search_cli import index_main, search_main
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from lsdo.inverse_attention.denseset import build_denseset, build_denseset_main
+from lsdo.cli.build_denseset import build_denseset_main
+from lsdo.inverse_attention.denseset import build_denseset
 from lsdo.inverse_attention.encoder import RegionEncoder
 from lsdo.inverse_attention.grid import grid_boxes
 from lsdo.inverse_attention.heatmap import attention_heatmap, upsample, visual_forward_with_heatmap
@@ -46,7 +47,7 @@ def _salient_heatmap() -> torch.Tensor:
 # ------------------------------------------------------------------ LARD
 def test_lard_boxes_avoid_the_salient_region() -> None:
     heat = _salient_heatmap()
-    boxes = detect_low_attention(heat, (64, 64))  # 8 px per patch
+    boxes = detect_low_attention(heat, (64, 64), LARDConfig())  # 8 px per patch
     assert boxes.dtype == torch.long and boxes.shape[1] == 4 and len(boxes) > 0
     high = torch.zeros(64, 64, dtype=torch.bool)
     high[8:32, 8:32] = True
@@ -391,7 +392,7 @@ def test_denseset_matches_brute_force(tmp_path: Path) -> None:
 def test_viz_writes_png(tmp_path: Path, capsys) -> None:
     from PIL import Image
 
-    from lsdo.inverse_attention.viz import viz_main
+    from lsdo.cli.viz import viz_main
 
     rng = np.random.default_rng(0)
     image = tmp_path / "frame.png"
@@ -419,7 +420,7 @@ def _viz_error(capsys) -> str:
 def test_viz_image_folder_says_it_is_a_folder(tmp_path: Path, capsys) -> None:
     from PIL import Image
 
-    from lsdo.inverse_attention.viz import viz_main
+    from lsdo.cli.viz import viz_main
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -448,7 +449,8 @@ def test_viz_offline_suggests_lsdo_viz_arguments(monkeypatch, capsys, tmp_path: 
     import open_clip
     from PIL import Image
 
-    from lsdo.inverse_attention.viz import DEFAULT_MODEL, viz_main
+    from lsdo.cli.viz import viz_main
+    from lsdo.inverse_attention.viz import DEFAULT_MODEL
 
     def offline(name: str, pretrained: str | None = None, **kw):
         if pretrained:  # what open_clip raises when the hub is unreachable and the cache is cold
@@ -475,7 +477,7 @@ def test_viz_offline_suggests_lsdo_viz_arguments(monkeypatch, capsys, tmp_path: 
 def test_viz_weight_errors_name_the_model_argument(tmp_path: Path, capsys) -> None:
     from PIL import Image
 
-    from lsdo.inverse_attention.viz import viz_main
+    from lsdo.cli.viz import viz_main
 
     image = tmp_path / "frame.png"
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)

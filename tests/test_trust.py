@@ -106,10 +106,11 @@ def _plain_tool(fn, argv: list[str], capsys) -> tuple[int, str]:
 def test_malicious_checkpoint_through_every_plain_tool(ckpts, tmp_path: Path, capsys) -> None:
     """index build, search, viz and build-bank: refused (exit 2, one line), payload not run."""
     from lsdo.cli import build_bank_main
-    from lsdo.inverse_attention.viz import viz_main
+    from lsdo.cli.index import index_main
+    from lsdo.cli.search import search_main
+    from lsdo.cli.viz import viz_main
     from lsdo.model import build_model
     from lsdo.retrieval.index import VideoIndex
-    from lsdo.retrieval.search_cli import index_main, search_main
 
     evil = str(ckpts["evil"])
     videos = tmp_path / "videos"
@@ -138,7 +139,7 @@ def test_malicious_checkpoint_through_every_plain_tool(ckpts, tmp_path: Path, ca
 
 
 def test_malicious_checkpoint_through_zeroshot(ckpts, tmp_path: Path) -> None:
-    from lsdo.zeroshot_cli import run as zeroshot_run
+    from lsdo.zeroshot import run as zeroshot_run
 
     cfg = compose([f"ckpt={ckpts['evil']}", f"paths.log_dir={tmp_path}"], config_name="zeroshot")
     with pytest.raises(LSDOUserError, match="refused"):

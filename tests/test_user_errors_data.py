@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import run_cli, run_module
 
+from lsdo.cli.synth import synth_main as main
 from lsdo.config import compose
 from lsdo.data.annotations import AnnotationError, load_annotations
-from lsdo.data.synth_export import main
 from lsdo.data.video import VideoDecodeError, probe_video, write_video
 from lsdo.data.video_datamodule import preflight
 from lsdo.errors import ConfigError
@@ -50,7 +50,7 @@ def _one_error_line(stderr: str) -> str:
 def test_synth_bad_number_is_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
     """Subprocess: exit code 2, no traceback, the option, the value given and its range (was: 'got 19')."""
     out = tmp_path / "synth"
-    res = run_module("lsdo.data.synth_export", "--out", str(out), *args, timeout=120)
+    res = run_module("lsdo.cli.synth", "--out", str(out), *args, timeout=120)
     assert res.returncode == 2, res.stderr
     assert _one_error_line(res.stderr) == expected
     assert not out.exists()  # nothing written before the check
@@ -59,7 +59,7 @@ def test_synth_bad_number_is_one_line(tmp_path: Path, args: list[str], expected:
 def test_synth_out_is_a_file(tmp_path: Path) -> None:
     target = tmp_path / "notes.txt"
     target.write_text("not a folder\n")
-    res = run_module("lsdo.data.synth_export", "--out", str(target), timeout=120)
+    res = run_module("lsdo.cli.synth", "--out", str(target), timeout=120)
     assert res.returncode == 2, res.stderr
     line = _one_error_line(res.stderr)
     assert line == (

@@ -274,7 +274,7 @@ def _zeroshot_cfg(tmp_path: Path, *overrides: str):
 
 @pytest.mark.timeout(120)
 def test_denseset_zero_shot_run(tmp_path: Path) -> None:
-    from lsdo.zeroshot_cli import run
+    from lsdo.zeroshot import run
 
     root = tmp_path / "coco"
     path = _denseset(root)
@@ -290,7 +290,7 @@ def test_denseset_zero_shot_run(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_user_errors_are_one_line(tmp_path: Path) -> None:
-    from lsdo.zeroshot_cli import run
+    from lsdo.zeroshot import run
 
     root = make_coco(tmp_path / "coco", n_test=2, missing=1)
     with pytest.raises(DataNotFoundError, match="1 of 2 images are missing"):
@@ -370,7 +370,7 @@ def _fake_checkpoint(tmp_path: Path) -> Path:
 
 @pytest.mark.timeout(180)
 def test_zero_shot_synthetic_videos_with_a_checkpoint(tmp_path: Path) -> None:
-    from lsdo.zeroshot_cli import run
+    from lsdo.zeroshot import run
 
     ckpt = _fake_checkpoint(tmp_path)
     cfg = _zeroshot_cfg(
@@ -392,7 +392,7 @@ def test_zero_shot_synthetic_videos_with_a_checkpoint(tmp_path: Path) -> None:
 def test_zero_shot_video_files_msrvtt_layout(tmp_path: Path) -> None:
     """A real-video dataset's test split: frames decoded from mp4 files (MSR-VTT 1k-A csv layout)."""
     from lsdo.data.video import write_video
-    from lsdo.zeroshot_cli import run
+    from lsdo.zeroshot import run
 
     root = tmp_path / "msrvtt"
     videos = synthetic.make_split("test", 0, 20, 60, 1)[:3]

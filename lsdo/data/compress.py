@@ -1,7 +1,7 @@
 """Re-encode a video folder to a low frame rate and a small short side (CLIP4Clip-style compression).
 
-    python -m lsdo.data.compress IN_DIR OUT_DIR [--fps 3] [--short-side 224] [--workers N] [--ext .mp4]
-    lsdo-prepare compress IN_DIR OUT_DIR ...
+    lsdo-prepare compress IN_DIR OUT_DIR [fps=3] [short_side=224] [workers=N] [ext=.mp4,.avi]
+    (the earlier spellings --fps 3, --short-side 224, --ext .mp4 --ext .avi, --no-progress still work)
 
 Every video under IN_DIR (recursive; sub-folders such as LSMDC's movie folders are kept) becomes
 ``OUT_DIR/<same relative folder>/<same stem>.mp4``: H.264 yuv420p at ``--fps`` (each output
@@ -22,7 +22,6 @@ is not valid UTF-8 as ``\\xNN``).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, _av_open, _reason, open_h264_writer
 from lsdo.errors import DataNotFoundError, LSDOUserError
 from lsdo.names import printable
+from lsdo.options import option
 
 VIDEO_EXTS = VIDEO_EXTENSIONS  # the one list (lsdo.data.video)
 MAX_LISTED_CLASHES = 10  # name clashes spelled out in the error line (the count says how many in all)
@@ -178,14 +178,28 @@ def _job(src: Path, dst: Path, fps: float, short_side: int, crf: int, threads: i
     return None
 
 
+@dataclass
+class CompressOptions:
+    """What ``lsdo-prepare compress`` takes (its keys and their defaults: written here once)."""
+
+    in_dir: str = option("folder of videos (searched recursively)", positional=True)
+    out_dir: str = option("output folder (same sub-folders, .mp4)", positional=True)
+    fps: float = option("output frame rate", 3.0)
+    short_side: int = option("output short side in pixels", 224)
+    workers: int = option("parallel processes (default: all cores)", os.cpu_count() or 1)
+    ext: list[str] = option("input extensions to include", list(VIDEO_EXTS))
+    crf: int = option("x264 quality, lower is better", 23)
+    progress: bool | None = option("a progress bar (null: when stderr is a terminal)", None)
+
+
 def run(
     in_dir: Path,
     out_dir: Path,
-    fps: float = 3.0,
-    short_side: int = 224,
+    fps: float = CompressOptions.fps,
+    short_side: int = CompressOptions.short_side,
     workers: int = 1,
     exts: Sequence[str] = VIDEO_EXTS,
-    crf: int = 23,
+    crf: int = CompressOptions.crf,
     progress: bool | None = None,
 ) -> Summary:
     """Compress every video under ``in_dir`` into ``out_dir``; see the module docstring."""
@@ -252,66 +266,3 @@ def run(
                 done(futures[fut], reason)
     bar.close()
     return summary
-
-
-def build_parser(prog: str = "python -m lsdo.data.compress") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("in_dir", type=Path, metavar="IN_DIR", help="folder of videos (searched recursively)")
-    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder (same sub-folders, .mp4)")
-    p.add_argument("--fps", type=float, default=3.0, help="output frame rate (default 3)")
-    p.add_argument("--short-side", type=int, default=224, help="output short side in pixels (default 224)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
-    p.add_argument(
-        "--ext",
-        action="append",
-        default=None,
-        help=f"input extension to include; repeat for several (default: {' '.join(VIDEO_EXTS)})",
-    )
-    p.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (default 23)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m lsdo.data.compress") -> int:
-    """Command line: 0 when every video is compressed or already done, 1 when any failed, 2 on a usage error."""
-    args = build_parser(prog).parse_args(argv)
-    exts = tuple(e for arg in args.ext for e in arg.split(",") if e) if args.ext else VIDEO_EXTS
-    try:
-        summary = run(
-            args.in_dir,
-            args.out_dir,
-            fps=args.fps,
-            short_side=args.short_side,
-            workers=args.workers,
-            exts=exts,
-            crf=args.crf,
-            progress=False if args.no_progress else None,
-        )
-    except LSDOUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summary.line())
-    return 1 if summary.failed else 0
-
-
-PREPARE_USAGE = """usage: lsdo-prepare {compress} ...
-
-  compress   re-encode a video folder to a low frame rate and a small short side
-             (lsdo-prepare compress --help for its options)"""
-
-
-def prepare_main(argv: Sequence[str] | None = None) -> int:
-    """``lsdo-prepare SUBCOMMAND ...``: data preparation tools (``compress``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"compress": main}
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        known = bool(argv) and argv[0] in ("-h", "--help")
-        if argv and not known:
-            print(f"error: unknown command '{argv[0]}'", file=sys.stderr)
-        print(PREPARE_USAGE, file=sys.stdout if known else sys.stderr)
-        return 0 if known else 2
-    return commands[argv[0]](argv[1:], prog=f"lsdo-prepare {argv[0]}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``lsdo-synth --out DIR``: the synthetic benchmark as real mp4 files in the MSR-VTT layout.
+"""``lsdo-synth out=DIR`` (or ``--out DIR``): the synthetic benchmark as real mp4 files in the MSR-VTT layout.
 
 Writes, under DIR::
 
@@ -17,18 +17,18 @@ in-memory ``dataset=synthetic`` path. The benchmark parameters default to
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lsdo.data import synthetic
-from lsdo.errors import LSDOUserError, run_plain
+from lsdo.errors import LSDOUserError
+from lsdo.options import option
 
 # Rendering holds about 55 bytes per pixel of a video (float64 noise and frames, masks): clip_len x size^2 is
 # capped so that one worker stays near 1 GB.
@@ -62,7 +62,29 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "small_visible_frac": (0.01, 1.0, "fraction of frames showing the small object"),
     "small_radius": (0.01, 0.25, "the small object's radius / frame side"),
 }
-EXPORT_DEFAULTS = {"size": 64, "fps": 8, "crf": 10, "workers": 2}  # export()'s own defaults (not in the yaml)
+
+
+@dataclass
+class SynthOptions:
+    """What ``lsdo-synth`` takes. The benchmark's own parameters (seed ... small_radius) default to
+    configs/dataset/synthetic.yaml (null here); the export's (size, fps, crf, workers) are written here once."""
+
+    out: str = option("output folder (created)")
+    size: int = option("frame side in pixels (the tiny model's input)", 64)
+    fps: float = option("frames per second", 8.0)
+    crf: int = option("H.264 quality, lower is better", 10)
+    workers: int = option("encoding processes", 2)
+    seed: int | None = option("the benchmark's random seed", None)
+    clip_len: int | None = option("frames per video", None)
+    train_videos_per_combo: int | None = option("training videos per combination", None)
+    val_combos: int | None = option("validation combinations, one video each", None)
+    test_combos: int | None = option("test combinations, one video each", None)
+    distractors: int | None = option("grey specks per video", None)
+    small_visible_frac: float | None = option("fraction of frames showing the small object", None)
+    small_radius: float | None = option("the small object's radius / frame side", None)
+
+
+EXPORT_DEFAULTS = {k: getattr(SynthOptions, k) for k in ("size", "fps", "crf", "workers")}  # not in the yaml
 
 
 def _num(x: float) -> str:
@@ -129,10 +151,10 @@ def _write_one(job: tuple[synthetic.SyntheticVideo, Path, dict[str, Any]]) -> st
 
 def export(
     out: str | Path,
-    size: int = 64,
-    fps: float = 8.0,
-    crf: int = 10,
-    workers: int = 2,
+    size: int = SynthOptions.size,
+    fps: float = SynthOptions.fps,
+    crf: int = SynthOptions.crf,
+    workers: int = SynthOptions.workers,
     **params: Any,
 ) -> dict[str, int]:
     """Write the benchmark under ``out``; returns counts per split and of files written."""
@@ -199,32 +221,3 @@ def export(
     counts["written"] = status.count("written")
     counts["kept"] = status.count("kept")
     return counts
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="lsdo-synth", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="output folder (created)")
-    ap.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64, the tiny model's input)")
-    ap.add_argument("--fps", type=float, default=8.0)
-    ap.add_argument("--crf", type=int, default=10, help="H.264 quality (lower = better; default 10)")
-    ap.add_argument("--workers", type=int, default=2)
-    for key in ("seed", "clip_len", "train_videos_per_combo", "val_combos", "test_combos", "distractors"):
-        ap.add_argument("--" + key.replace("_", "-"), dest=key, type=int, default=None)
-    for key in ("small_visible_frac", "small_radius"):
-        ap.add_argument("--" + key.replace("_", "-"), dest=key, type=float, default=None)
-    args = vars(ap.parse_args(sys.argv[1:] if argv is None else argv))
-
-    def run() -> int:
-        counts = export(**args)
-        print(
-            f"wrote {args['out']}: train {counts['train']}, val {counts['val']}, test {counts['test']} videos "
-            f"({counts['written']} encoded, {counts['kept']} already there)\n"
-            f"train on it: python train.py dataset=msrvtt dataset.root={args['out']} model=tiny trainer=cpu"
-        )
-        return 0
-
-    return run_plain(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

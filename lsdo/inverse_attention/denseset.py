@@ -5,7 +5,7 @@ classes of COCO). For each image, we choose the associated description to be one
 specifically, an object class that is present exactly once in the image."
 
 ``build_denseset(instances: dict, ...)`` -> dict with ``items`` (one per kept image)
-``build_denseset_main(argv)``            -> exit code (console script ``lsdo-build-denseset instances=... out=...``)
+(console script ``lsdo-build-denseset instances=... out=...``: :mod:`lsdo.cli.build_denseset`)
 
 Where the paper is explicit we follow it: ``fraction = 0.1`` of the images, ranked by the number of objects present;
 the description is a class present exactly once. Where it is silent (our choices, all overridable):
@@ -30,16 +30,14 @@ category_id, category, caption, candidates (all singleton class names) and the s
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import sys
 from collections import Counter, defaultdict
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from lsdo.errors import LSDOUserError
-from lsdo.inverse_attention.cli_args import as_float, as_int, parse_kv, usage
+from lsdo.options import option
 
 PICKS = ("random", "first", "smallest", "largest")
 COUNTS = ("instances", "classes")
@@ -97,13 +95,26 @@ def _choose(singles: dict[int, dict[str, Any]], pick: str, seed: int, image_id: 
     raise LSDOUserError(f"pick: must be one of {PICKS}, got {pick!r}")
 
 
+@dataclass
+class DensesetOptions:
+    """What ``lsdo-build-denseset`` takes (its keys and their defaults: written here once)."""
+
+    instances: str = option("COCO instances json (e.g. annotations/instances_val2017.json)")
+    out: str = option("output json path")
+    fraction: float = option("fraction of most crowded images kept (the paper's top 10%)", 0.1)
+    count: str = option("crowdedness measure", "instances", choices=COUNTS)
+    pick: str = option("which singleton class describes an image", "random", choices=PICKS)
+    seed: int = option("seed of pick=random", 0)
+    template: str = option("caption template with {name} ('{name}': the bare class name)", "{name}")
+
+
 def build_denseset(
     instances: dict[str, Any],
-    fraction: float = 0.1,
-    pick: str = "random",
-    seed: int = 0,
-    template: str = "{name}",
-    count_by: str = "instances",
+    fraction: float = DensesetOptions.fraction,
+    pick: str = DensesetOptions.pick,
+    seed: int = DensesetOptions.seed,
+    template: str = DensesetOptions.template,
+    count_by: str = DensesetOptions.count,
 ) -> dict[str, Any]:
     """Dense-Set from a COCO instances dict (``images``, ``annotations``, ``categories``)."""
     if pick not in PICKS:
@@ -152,51 +163,3 @@ def build_denseset(
         "min_objects_selected": min((counts[i] for i in selected), default=0),
         "items": items,
     }
-
-
-ARGS = {
-    "instances": "COCO instances json (e.g. annotations/instances_val2017.json) [required]",
-    "out": "output json path [required]",
-    "fraction": "fraction of most crowded images kept (default 0.1, the paper's top 10%)",
-    "count": f"crowdedness measure, one of {COUNTS} (default instances)",
-    "pick": f"which singleton class describes an image, one of {PICKS} (default random)",
-    "seed": "seed of pick=random (default 0)",
-    "template": "caption template with {name} (default '{name}': the bare class name)",
-}
-
-
-def build_denseset_main(argv: list[str] | None = None) -> int:
-    """``lsdo-build-denseset instances=PATH out=PATH [fraction=0.1] [pick=random] ...``; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(usage("lsdo-build-denseset", ARGS))
-        return 0
-    try:
-        args = parse_kv(argv, ARGS, required=("instances", "out"))
-        path = Path(args["instances"])
-        if not path.is_file():
-            raise LSDOUserError(f"instances: file not found: {path}")
-        try:
-            instances = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LSDOUserError(f"instances: {path} is not valid JSON ({exc})") from None
-        result = build_denseset(
-            instances,
-            fraction=as_float(args, "fraction", 0.1),
-            pick=args.get("pick", "random"),
-            seed=as_int(args, "seed", 0),
-            template=args.get("template", "{name}"),
-            count_by=args.get("count", "instances"),
-        )
-        result["source"] = str(path)
-        out = Path(args["out"])
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1))
-    except LSDOUserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"Dense-Set: {result['num_items']} image-description pairs from the {result['num_selected']} most crowded of "
-        f"{result['num_images_total']} images ({result['num_dropped']} without a class present exactly once) -> {out}"
-    )
-    return 0

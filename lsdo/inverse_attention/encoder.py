@@ -12,10 +12,23 @@
 All embeddings are L2-normalised. The global views go through the encoder in one call (which also yields the
 heatmap, :func:`visual_forward_with_heatmap`); all crops of the batch then go through it in ONE further call.
 Training-free: the model is put in eval mode and only run under ``torch.no_grad``.
+
+The pipeline's steps after the heatmap are written once, here, and shared with the trained ``variant=regions`` model
+(:mod:`lsdo.model.region_lsdo`), which differs only in what it passes:
+
+``find_regions(heat [N, gh, gw], sizes, k, lard, seed, views)``  -> (regions N x [k_i, 4], candidates N x [M_i, 4])
+``pad_regions(regions, slots)``                                  -> (boxes [N, K, 4] int64, mask [N, K] bool)
+``encode_regions(encode, frames, boxes, mask, size, interpolation, like, grad)`` -> region embeddings [N, K, d]
+
+``encode_regions`` crops every valid slot (LACE), encodes all crops in ONE call of ``encode`` and scatters the
+embeddings into the slots (zero rows where masked). Callers: :class:`RegionEncoder` (uint8 frames, the view's offset,
+L2-normalised embeddings, no gradient) and ``RegionLSDO`` (CLIP-normalised frames that are their own view, raw
+encoder embeddings, ``grad`` = ``variant.grad_through_crops``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +63,73 @@ def _unwrap(model: nn.Module) -> nn.Module:
     """The open_clip model inside lsdo's CLIPEncoder (``.clip``), else the model itself."""
     inner = getattr(model, "clip", None)
     return inner if isinstance(inner, nn.Module) and hasattr(inner, "visual") else model
+
+
+# ------------------------------------------------------------------ the shared steps (RegionEncoder, RegionLSDO)
+def find_regions(
+    heat: torch.Tensor,
+    sizes: Sequence[tuple[int, int]],
+    k: int,
+    lard: LARDConfig,
+    seed: int,
+    views: Sequence[tuple[int, int, int, int]] | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """LARD + LARC per frame: heatmaps [N, gh, gw] -> (regions N x [k_i, 4], candidates N x [M_i, 4]), int64 on the CPU.
+
+    ``sizes``: N x (H, W) of the frames the boxes refer to. ``views``: N x (x0, y0, x1, y1), the part of each frame
+    the heatmap was computed on (LARD runs at the view's size and its boxes are shifted by the view's offset);
+    None: each heatmap covers its whole frame. LARC clusters the candidates into k_i <= ``k`` regions (seeded numpy
+    k-means: deterministic, torch's RNG untouched).
+    """
+    heat = heat.detach().float().cpu()
+    regions, candidates = [], []
+    for i, (height, width) in enumerate(sizes):
+        x0, y0, x1, y1 = views[i] if views is not None else (0, 0, width, height)
+        cand = detect_low_attention(heat[i], (y1 - y0, x1 - x0), lard) + torch.tensor([x0, y0, x0, y0])  # [M, 4]
+        candidates.append(cand)
+        regions.append(cluster_regions(cand, k, (height, width), seed))  # [k_i, 4], k_i <= k
+    return regions, candidates
+
+
+def pad_regions(regions: Sequence[torch.Tensor], slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """N x [k_i, 4] boxes (k_i <= slots) -> (boxes [N, slots, 4] int64, zero rows where empty; mask [N, slots] bool)."""
+    boxes = torch.zeros(len(regions), slots, 4, dtype=torch.long)
+    mask = torch.zeros(len(regions), slots, dtype=torch.bool)
+    for i, reg in enumerate(regions):
+        boxes[i, : reg.shape[0]] = reg
+        mask[i, : reg.shape[0]] = True
+    return boxes, mask
+
+
+def encode_regions(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    frames: Sequence[torch.Tensor],
+    boxes: torch.Tensor,
+    mask: torch.Tensor,
+    size: int | tuple[int, int],
+    interpolation: str,
+    like: torch.Tensor,
+    *,
+    grad: bool,
+) -> torch.Tensor:
+    """LACE + one encoder call for every valid slot: -> region embeddings [N, K, d] (zero rows where masked).
+
+    ``frames``: N x [3, H_i, W_i]; ``boxes`` [N, K, 4] and ``mask`` [N, K] bool (slot j of frame i holds a region
+    when ``mask[i, j]``); each region is cropped from its frame and resized to ``size`` (``interpolation``), and ALL
+    crops go through ``encode`` ([M, 3, S, S] -> [M, d]) in one call. ``like`` [N, d]: the global features, whose
+    dtype, device and width the slots take. ``grad``: the crop pass runs with autograd (when it is enabled at all);
+    the scatter into the slots is differentiable either way.
+    """
+    n, k, d = len(frames), mask.shape[1], like.shape[-1]
+    flat_mask = mask.flatten().to(like.device)  # [N, K] -> [N*K]
+    slots = like.new_zeros(n * k, d)  # [N*K, d]
+    parts = [crop_regions(frames[i], boxes[i][mask[i]], size, interpolation) for i in range(n) if bool(mask[i].any())]
+    if parts:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and grad):
+            emb = encode(torch.cat(parts))  # [M, 3, S, S] -> [M, d]: ONE encoder call for every crop of the batch
+        index = flat_mask.nonzero().squeeze(1)  # [M]
+        slots = slots.index_copy(0, index, emb.to(slots.dtype))  # differentiable scatter into the slots
+    return slots.view(n, k, d)  # [N*K, d] -> [N, K, d]
 
 
 class RegionEncoder:
@@ -131,12 +211,7 @@ class RegionEncoder:
             x = normalize(views, self.mean, self.std).to(self.device, self.dtype)
             feats, heat = visual_forward_with_heatmap(self.visual, x, self.heatmap_method)
             global_emb = F.normalize(feats.float(), dim=-1)
-            boxes = []
-            for b, (vx0, vy0, vx1, vy1) in enumerate(views_box):
-                cand = detect_low_attention(heat[b].cpu(), (vy1 - vy0, vx1 - vx0), self.lard)
-                cand = cand + torch.tensor([vx0, vy0, vx0, vy0])
-                candidates.append(cand)
-                boxes.append(cluster_regions(cand, self.k, sizes[b], self.seed))
+            boxes, candidates = find_regions(heat, sizes, self.k, self.lard, self.seed, views_box)
         else:
             global_emb = self._embed(views)
             if self.method == "grid":
@@ -144,20 +219,11 @@ class RegionEncoder:
             else:
                 boxes = [torch.zeros(0, 4, dtype=torch.long) for _ in sizes]
 
-        n_slots = self.num_regions
-        region_emb = torch.zeros(len(frames), n_slots, global_emb.shape[-1], device=global_emb.device)
-        region_mask = torch.zeros(len(frames), n_slots, dtype=torch.bool, device=global_emb.device)
-        counts = [int(b.shape[0]) for b in boxes]
-        if sum(counts):
-            crops = torch.cat(
-                [crop_regions(f, b, self.image_size, self.interpolation) for f, b in zip(frames, boxes, strict=True)]
-            )
-            emb = self._embed(crops)  # ONE encoder call for every crop of the batch
-            start = 0
-            for b, n in enumerate(counts):
-                region_emb[b, :n] = emb[start : start + n]
-                region_mask[b, :n] = True
-                start += n
+        slot_boxes, slot_mask = pad_regions(boxes, self.num_regions)  # [B, K, 4], [B, K]
+        region_emb = encode_regions(
+            self._embed, frames, slot_boxes, slot_mask, self.image_size, self.interpolation, global_emb, grad=False
+        )  # [B, K, d]: training-free, no gradient
+        region_mask = slot_mask.to(global_emb.device)
         embeddings, mask = merge(global_emb, region_emb, region_mask)
         return RegionEncoding(embeddings, mask, boxes, candidates, heat, views_box)
 

@@ -3,14 +3,18 @@
 "LARD ... thresholds the heatmap to generate a binary mask. A sliding kernel moves over this mask, and regions with
 mean attention below a fixed threshold are marked as candidate bounding boxes."
 
-``normalize_heatmap(heat [..., h, w])``              -> [..., h, w] min-max scaled to [0, 1] per map
-``detect_low_attention(heat [h, w], (H, W), cfg)``   -> candidate boxes [M, 4] int64 (x0, y0, x1, y1), frame pixels
-``detect_low_attention_batch(heat [B, h, w], sizes)`` -> list of B such tensors
+``normalize_heatmap(heat [..., h, w])``                    -> [..., h, w] min-max scaled to [0, 1] per map
+``detect_low_attention(heat [h, w], (H, W), cfg)``         -> candidate boxes [M, 4] int64 (x0, y0, x1, y1), pixels
+``detect_low_attention_batch(heat [B, h, w], sizes, cfg)`` -> list of B such tensors
 
 Boxes are half-open pixel intervals: the box covers columns x0 .. x1-1 and rows y0 .. y1-1 of the frame the heatmap
 was computed on (callers add the view's offset to reach the original frame).
 
-Defaults (the paper's values were lost with its equations, so these are our choices):
+Defaults of the training-free method (the paper gives no kernel or thresholds, so these are our choices;
+``configs/zeroshot.yaml`` states the same values explicitly under ``inference.lard``). The trained ``variant=regions``
+model does not use these defaults: ``configs/variant/regions.yaml`` states its own LARD settings (a 2-patch kernel,
+sized for the 4 x 4 - 8 x 8 patch grids of the small models it trains), and :func:`detect_low_attention` always takes
+its configuration from the caller:
 
 * ``mask_threshold = 0.5``: after min-max normalisation the binary mask marks a cell "high attention" when it lies
   in the upper half of the map's range, the natural mid-point split of a [0, 1] map.
@@ -74,14 +78,11 @@ def window_means(value: torch.Tensor, kernel: tuple[int, int], stride: int) -> t
     return F.avg_pool2d(value[None, None].float(), kernel_size=kernel, stride=stride)[0, 0]
 
 
-def detect_low_attention(
-    heat: torch.Tensor, frame_size: tuple[int, int], cfg: LARDConfig | None = None
-) -> torch.Tensor:
+def detect_low_attention(heat: torch.Tensor, frame_size: tuple[int, int], cfg: LARDConfig) -> torch.Tensor:
     """Candidate low-attention boxes [M, 4] int64 (x0, y0, x1, y1) in pixels of a frame of ``frame_size`` (H, W).
 
     ``heat``: [h, w] heatmap at patch resolution (any non-negative scale; it is min-max normalised here).
     """
-    cfg = cfg or LARDConfig()
     if heat.ndim != 2:
         raise ValueError(f"LARD expects one heatmap [h, w], got shape {tuple(heat.shape)}")
     height, width = int(frame_size[0]), int(frame_size[1])
@@ -101,7 +102,7 @@ def detect_low_attention(
 
 
 def detect_low_attention_batch(
-    heat: torch.Tensor, frame_sizes: list[tuple[int, int]] | tuple[int, int], cfg: LARDConfig | None = None
+    heat: torch.Tensor, frame_sizes: list[tuple[int, int]] | tuple[int, int], cfg: LARDConfig
 ) -> list[torch.Tensor]:
     """LARD for a batch: heat [B, h, w], one (H, W) per map (or one for all) -> B tensors [M_b, 4] int64."""
     sizes = [frame_sizes] * heat.shape[0] if isinstance(frame_sizes[0], int) else list(frame_sizes)

@@ -7,12 +7,13 @@ boxes thin, LARC regions thick and numbered); the LACE image crops with their co
 retrieval similarity of the global embedding (the plain encoder) vs ours (max over {global} U {regions}).
 
 ``render_figure(frame [3, H, W] uint8, query, model, tokenizer, out, ...)`` -> dict of similarities
-``viz_main(argv)`` -> exit code.
+(console script ``lsdo-viz inverse-attention``: :mod:`lsdo.cli.viz`; its keys: :class:`VizOptions`).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,11 @@ import torch
 from torch import nn
 
 from lsdo.errors import LSDOUserError
-from lsdo.inverse_attention.cli_args import as_float, as_int, parse_kv, usage
 from lsdo.inverse_attention.encoder import RegionEncoder
 from lsdo.inverse_attention.heatmap import HEATMAP_METHODS
 from lsdo.inverse_attention.larc import DEFAULT_K
 from lsdo.inverse_attention.lard import LARDConfig
+from lsdo.options import option
 
 DEFAULT_MODEL = "ViT-B-16-SigLIP/webli"  # the paper's "ours" runs on SigLIP
 # The ways to give lsdo-viz its CLIP weights (its errors about weights end with them).
@@ -197,71 +198,19 @@ def render_figure(
     }
 
 
-ARGS = {
-    "image": "input frame (any image file PIL reads) [required]",
-    "query": "text query [required]",
-    "out": "output PNG (default inverse_attention.png)",
-    "ckpt": "an LSDO training checkpoint (its CLIP towers are used)",
-    "model": f"open_clip ARCH[/TAG or /FILE] (default {DEFAULT_MODEL}) or 'tiny' (random-init config)",
-    "k": f"LARC regions (default {DEFAULT_K})",
-    "heatmap": f"heatmap method, one of {HEATMAP_METHODS} (default attention)",
-    "kernel": f"LARD kernel in patches (default {LARDConfig.kernel})",
-    "stride": f"LARD stride in patches (default {LARDConfig.stride})",
-    "mask_threshold": f"LARD mask threshold on the [0,1] heatmap (default {LARDConfig.mask_threshold})",
-    "window_threshold": f"LARD max window mean of the mask (default {LARDConfig.window_threshold})",
-    "seed": "LARC k-means seed (default 0)",
-}
-SUBCOMMANDS = ("inverse-attention",)
+@dataclass
+class VizOptions:
+    """What ``lsdo-viz inverse-attention`` takes (its keys and their defaults: written here once)."""
 
-
-def viz_main(argv: list[str] | None = None) -> int:
-    """``lsdo-viz inverse-attention image=PATH query=... [out=PNG] [ckpt=... | model=...]``; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage: lsdo-viz inverse-attention image=PATH query=TEXT [key=value ...]\n")
-        print(usage("lsdo-viz inverse-attention", ARGS))
-        return 0 if argv else 2
-    sub, rest = argv[0], argv[1:]
-    try:
-        if sub not in SUBCOMMANDS:
-            raise LSDOUserError(f"unknown visualisation {sub!r}; available: {', '.join(SUBCOMMANDS)}")
-        if any(a in ("-h", "--help") for a in rest):
-            print(usage("lsdo-viz inverse-attention", ARGS))
-            return 0
-        args = parse_kv(rest, ARGS, required=("image", "query"))
-        if args.get("ckpt") and args.get("model"):
-            raise LSDOUserError("give either ckpt=... or model=..., not both")
-        heatmap = args.get("heatmap", "attention")
-        if heatmap not in HEATMAP_METHODS:
-            raise LSDOUserError(f"heatmap: must be one of {HEATMAP_METHODS}, got {heatmap!r}")
-        lard = LARDConfig(
-            mask_threshold=as_float(args, "mask_threshold", LARDConfig.mask_threshold),
-            window_threshold=as_float(args, "window_threshold", LARDConfig.window_threshold),
-            kernel=as_int(args, "kernel", LARDConfig.kernel),
-            stride=as_int(args, "stride", LARDConfig.stride),
-        )
-        frame = load_image(args["image"])
-        model, tokenizer, label = load_model(args.get("model"), args.get("ckpt"))
-        try:
-            result = render_figure(
-                frame,
-                args["query"],
-                model,
-                tokenizer,
-                args.get("out", "inverse_attention.png"),
-                k=as_int(args, "k", DEFAULT_K),
-                heatmap=heatmap,
-                lard=lard,
-                seed=as_int(args, "seed", 0),
-                title=label,
-            )
-        except TypeError as exc:  # unsupported visual tower
-            raise LSDOUserError(str(exc)) from None
-    except (LSDOUserError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"{result['out']}: similarity to {args['query']!r}: global {result['global']:.4f}, ours {result['ours']:.4f} "
-        f"({len(result['boxes'])} regions from {result['num_candidates']} LARD candidates)"
-    )
-    return 0
+    image: str = option("input frame (any image file PIL reads)")
+    query: str = option("text query")
+    out: str = option("output PNG", "inverse_attention.png")
+    ckpt: str | None = option("an LSDO training checkpoint (its CLIP towers are used)", None)
+    model: str | None = option(f"open_clip ARCH[/TAG or /FILE] (null: {DEFAULT_MODEL}) or 'tiny' (random init)", None)
+    k: int = option("LARC regions", DEFAULT_K, minimum=1)
+    heatmap: str = option("heatmap method", "attention", choices=HEATMAP_METHODS)
+    kernel: int = option("LARD kernel in patches", LARDConfig.kernel, minimum=1)
+    stride: int = option("LARD stride in patches", LARDConfig.stride, minimum=1)
+    mask_threshold: float = option("LARD mask threshold on the [0,1] heatmap", LARDConfig.mask_threshold)
+    window_threshold: float = option("LARD max window mean of the mask", LARDConfig.window_threshold)
+    seed: int = option("LARC k-means seed", 0)

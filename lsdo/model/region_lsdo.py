@@ -38,8 +38,16 @@ Design decisions:
   per-channel affine map, so this equals normalising the resized crop up to interpolation. The
   crops are therefore up-sampled from the S-px frame (e.g. 16-40 px regions of a 64-px frame).
 * **LARD on small grids**: the demo model sees an 8 x 8 patch grid (64 px, patch 8) and the tests a
-  4 x 4 one (32 px), so the paper-size default kernel of 3 patches would leave few candidates; the
-  config uses a 2-patch kernel (see ``configs/variant/regions.yaml``).
+  4 x 4 one (32 px), so the 3-patch kernel of the training-free method (``LARDConfig``,
+  ``configs/zeroshot.yaml``) would leave few candidates; the variant uses a 2-patch kernel. Every
+  setting comes from ``configs/variant/regions.yaml`` (read by :func:`build_region_lsdo`, no
+  fallbacks in the code).
+* **One pipeline**: the steps after the heatmap (LARD + LARC, LACE, one encoder call for all crops,
+  the scatter into the slots) are those of the training-free encoder,
+  :mod:`lsdo.inverse_attention.encoder` (``find_regions``, ``pad_regions``, ``encode_regions``).
+  What differs is passed in: the frames are their own view, the crop encoder is the raw
+  (projected, not L2-normalised) image embedding, ``grad`` = ``grad_through_crops``, and the
+  embeddings then go through ``project`` instead of LAFM.
 
 Shapes: frames [B, n, 3, H, W] -> :class:`RegionFeatures` (f_v [B, n, d], f_s [B, n*k, d],
 mask [B, n*k] bool, boxes [B, n, k, 4] int64).
@@ -54,10 +62,9 @@ import torch
 from torch import nn
 
 from lsdo.errors import ConfigError
+from lsdo.inverse_attention.encoder import encode_regions, find_regions, pad_regions
 from lsdo.inverse_attention.heatmap import HEATMAP_METHODS, visual_forward_with_heatmap
-from lsdo.inverse_attention.lace import crop_regions
-from lsdo.inverse_attention.larc import DEFAULT_K, cluster_regions
-from lsdo.inverse_attention.lard import LARDConfig, detect_low_attention
+from lsdo.inverse_attention.lard import LARDConfig
 from lsdo.model.layers import identity_linear
 
 
@@ -98,13 +105,14 @@ class RegionLSDO(nn.Module):
     def __init__(
         self,
         dim: int,
-        k: int = DEFAULT_K,
-        heatmap: str = "attention",
-        lard: LARDConfig | None = None,
-        grad_through_crops: bool = True,
-        project: bool = True,
-        seed: int = 0,
-        interpolation: str = "bilinear",
+        *,
+        k: int,
+        heatmap: str,
+        lard: LARDConfig,
+        grad_through_crops: bool,
+        project: bool,
+        seed: int,
+        interpolation: str,
     ) -> None:
         super().__init__()
         if k < 1:
@@ -115,7 +123,7 @@ class RegionLSDO(nn.Module):
             raise ConfigError(f"variant.interpolation: expected bilinear | bicubic, got '{interpolation}'")
         self.k = int(k)
         self.heatmap = heatmap
-        self.lard = lard or LARDConfig()
+        self.lard = lard
         self.grad_through_crops = bool(grad_through_crops)
         self.seed = int(seed)
         self.interpolation = interpolation
@@ -125,25 +133,8 @@ class RegionLSDO(nn.Module):
     @torch.no_grad()
     def regions(self, heat: torch.Tensor, frame_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """LARD + LARC per frame: heatmaps [N, gh, gw] -> (boxes [N, k, 4] int64, mask [N, k] bool)."""
-        heat = heat.detach().float().cpu()
-        boxes = torch.zeros(heat.shape[0], self.k, 4, dtype=torch.long)
-        mask = torch.zeros(heat.shape[0], self.k, dtype=torch.bool)
-        for i in range(heat.shape[0]):
-            cand = detect_low_attention(heat[i], frame_size, self.lard)  # [M, 4]
-            reg = cluster_regions(cand, self.k, frame_size, self.seed)  # [k', 4], k' <= k
-            boxes[i, : reg.shape[0]] = reg
-            mask[i, : reg.shape[0]] = True
-        return boxes, mask
-
-    def crops(self, frames: torch.Tensor, boxes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """LACE on the valid slots: frames [N, 3, H, W], boxes [N, k, 4], mask [N, k] -> [M = mask.sum(), 3, H, W]."""
-        size = (int(frames.shape[-2]), int(frames.shape[-1]))
-        parts = [
-            crop_regions(frames[i], boxes[i][mask[i]], size, self.interpolation)
-            for i in range(frames.shape[0])
-            if mask[i].any()
-        ]
-        return torch.cat(parts) if parts else frames.new_zeros(0, frames.shape[1], *size)
+        regions, _ = find_regions(heat, [frame_size] * heat.shape[0], self.k, self.lard, self.seed)
+        return pad_regions(regions, self.k)
 
     def project(self, f_s: torch.Tensor) -> torch.Tensor:
         """Norm(FC(.)) of every region embedding (Eq. 5 style): [..., d] -> [..., d]."""
@@ -156,16 +147,20 @@ class RegionLSDO(nn.Module):
         flat = frames.flatten(0, 1)  # [B, n, 3, H, W] -> [B*n, 3, H, W]
         f_v, heat = visual_forward_with_heatmap(_visual(encoder), flat, self.heatmap)  # [B*n, d], [B*n, gh, gw]
         d = f_v.shape[-1]
-        boxes, mask = self.regions(heat, (int(height), int(width)))  # [B*n, k, 4], [B*n, k]
-        slots = f_v.new_zeros(b * n * self.k, d)  # [B*n*k, d]
+        size = (int(height), int(width))
+        boxes, mask = self.regions(heat, size)  # [B*n, k, 4], [B*n, k]
+        slots = encode_regions(
+            lambda crops: _encode_images(encoder, crops.to(f_v.dtype)),  # [M, 3, H, W] -> [M, d]
+            flat.unbind(0),
+            boxes,
+            mask,
+            size,
+            self.interpolation,
+            f_v,
+            grad=self.grad_through_crops,
+        )  # [B*n, k, d]
+        f_s = self.project(slots.view(b, n * self.k, d))  # [B*n, k, d] -> [B, n*k, d]
         flat_mask = mask.flatten().to(f_v.device)  # [B*n, k] -> [B*n*k]
-        if bool(flat_mask.any()):
-            crops = self.crops(flat, boxes, mask)  # [M, 3, H, W]
-            with torch.set_grad_enabled(torch.is_grad_enabled() and self.grad_through_crops):
-                emb = _encode_images(encoder, crops.to(f_v.dtype))  # [M, d]
-            index = flat_mask.nonzero().squeeze(1)  # [M]
-            slots = slots.index_copy(0, index, emb.to(slots.dtype))  # differentiable scatter into the slots
-        f_s = self.project(slots.view(b, n * self.k, d))  # [B*n*k, d] -> [B, n*k, d]
         key_mask = flat_mask.view(b, n * self.k)  # [B*n*k] -> [B, n*k]
         f_s = f_s * key_mask.unsqueeze(-1).to(f_s.dtype)  # masked slots are exactly zero
         return RegionFeatures(
@@ -177,26 +172,26 @@ class RegionLSDO(nn.Module):
 
 
 def build_region_lsdo(variant: Any, dim: int) -> RegionLSDO:
-    """A :class:`RegionLSDO` from the ``variant=regions`` config node."""
-    lard = variant.get("lard") or {}
+    """A :class:`RegionLSDO` from the ``variant=regions`` node (every key as in ``configs/variant/regions.yaml``)."""
+    lard = variant.lard
     try:
         lard_cfg = LARDConfig(
-            mask_threshold=float(lard.get("mask_threshold", 0.5)),
-            window_threshold=float(lard.get("window_threshold", 0.1)),
-            kernel=int(lard.get("kernel", 2)),
-            stride=int(lard.get("stride", 1)),
-            unit=str(lard.get("unit", "patch")),
-            binarize=bool(lard.get("binarize", True)),
+            mask_threshold=float(lard.mask_threshold),
+            window_threshold=float(lard.window_threshold),
+            kernel=int(lard.kernel),
+            stride=int(lard.stride),
+            unit=str(lard.unit),
+            binarize=bool(lard.binarize),
         )
     except ValueError as exc:
         raise ConfigError(f"variant.lard: {exc}") from None
     return RegionLSDO(
         dim,
-        k=int(variant.get("k", DEFAULT_K)),
-        heatmap=str(variant.get("heatmap", "attention")),
+        k=int(variant.k),
+        heatmap=str(variant.heatmap),
         lard=lard_cfg,
-        grad_through_crops=bool(variant.get("grad_through_crops", True)),
-        project=bool(variant.get("project", True)),
-        seed=int(variant.get("seed", 0)),
-        interpolation=str(variant.get("interpolation", "bilinear")),
+        grad_through_crops=bool(variant.grad_through_crops),
+        project=bool(variant.project),
+        seed=int(variant.seed),
+        interpolation=str(variant.interpolation),
     )

@@ -1,4 +1,4 @@
-"""Zero-shot (training-free) retrieval entry point: ``python zeroshot.py`` / ``lsdo-zeroshot`` (configs/zeroshot.yaml).
+"""Zero-shot (training-free) retrieval runs: ``python zeroshot.py`` / ``lsdo-zeroshot`` (configs/zeroshot.yaml).
 
     python zeroshot.py dataset=coco dataset.root=DIR model=clip_b32 model.base_arch=ViT-B-16 \
         inference.region_encoder=inverse_attention inference.region_k=4
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,33 +27,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lsdo.errors import ConfigError
+from lsdo.runtime import output_dir_of, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def _output_dir(cfg: DictConfig) -> Path:
-    """Hydra's run directory, else a fresh one under ``paths.log_dir/<task_name>/runs``."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except (ImportError, ValueError):
-        base = Path(str(cfg.paths.log_dir)) / str(cfg.task_name) / "runs"
-        out, i = base / time.strftime("%Y-%m-%d_%H-%M-%S"), 0
-        while out.exists():
-            i += 1
-            out = base / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{i}"
-        return out
-
-
-def _device(value: str) -> torch.device:
-    if value == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if value not in ("cpu", "cuda"):
-        raise ConfigError(f"inference.device: expected auto | cpu | cuda, got '{value}'")
-    if value == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("inference.device=cuda but no CUDA GPU is available; use inference.device=cpu")
-    return torch.device(value)
 
 
 def build_clip(cfg: DictConfig) -> tuple[torch.nn.Module, Any, str]:
@@ -169,9 +144,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lsdo.inverse_attention.zero_shot import evaluate_zero_shot
     from lsdo.reporting import format_metrics_table
 
-    out = _output_dir(cfg)
+    out = output_dir_of(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(str(cfg.inference.device))
+    device = resolve_device(str(cfg.inference.device), "inference.device")
     model, tokenizer, model_label = build_clip(cfg)
     model = model.to(device).eval()
     encoder = build_region_encoder(cfg, model, tokenizer)
@@ -242,19 +217,4 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _zeroshot(cfg: DictConfig) -> Any:
-    return run(cfg)
-
-
-def zeroshot_main() -> None:
-    """Console script ``lsdo-zeroshot`` (Hydra command line, configs/zeroshot.yaml)."""
-    import hydra
-
-    from lsdo.cli import guarded
-    from lsdo.config import CONFIG_DIR, register_resolvers
-
-    register_resolvers()
-    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="zeroshot")(guarded(_zeroshot))()
-
-
-__all__ = ["build_clip", "build_region_encoder", "load_test_set", "run", "zeroshot_main"]
+__all__ = ["build_clip", "build_region_encoder", "load_test_set", "run"]

@@ -1,21 +1,12 @@
-r"""Command-line tools over :class:`~lsdo.retrieval.index.VideoIndex`: ``lsdo-index`` and ``lsdo-search``.
+r"""Building an index from a folder of videos, resumably (``lsdo-index build``, :mod:`lsdo.cli.index`).
 
-::
-
-    lsdo-index build ckpt=PATH videos=DIR out=INDEX [num_frames=12] [batch_size=16] [fp16=true]
-                     [ext=.mp4,.avi,...] [workers=0] [shard_size=256] [device=auto] [overwrite=false]
-                     [region_encoder=none|inverse_attention|grid] [region_k=4] [grid=2]
-    lsdo-index info index=INDEX
-    lsdo-index verify index=INDEX
-    lsdo-search index=INDEX ckpt=PATH "a man sings into a microphone" ["another query" ...]
-                [--topk 10 | topk=10] [prefilter_k=K] [region_mode=xpool|regions|both] [verify=true]
-
-``build`` indexes every file under DIR (recursively) whose extension is in ``ext``; a video's id
-is its path relative to DIR without the extension, with ``/`` separators. The model is rebuilt
-from the checkpoint alone; each video is decoded (``num_frames`` uniformly sampled frames, the
-test transform at the encoder's resolution) and encoded with ``model.encode_video`` in batches,
-without autograd. Files that cannot be decoded (zero bytes, not a video, corrupt) are reported,
-skipped, and listed in ``INDEX/skipped.txt`` (one ``relative path<TAB>reason`` line each).
+:func:`build_index` indexes every file under a folder (recursively) whose extension is in ``exts``;
+a video's id is its path relative to the folder without the extension, with ``/`` separators.
+The model is rebuilt from the checkpoint alone; each video is decoded (``num_frames`` uniformly
+sampled frames, the test transform at the encoder's resolution) and encoded with
+``model.encode_video`` in batches, without autograd. Files that cannot be decoded (zero bytes, not a
+video, corrupt) are reported, skipped, and listed in ``INDEX/skipped.txt`` (one
+``relative path<TAB>reason`` line each).
 
 File names of any bytes are indexed: ids, ``skipped.txt`` and every listing use
 :func:`~lsdo.retrieval.index.escape_name`'s form, one printable line per name: a backslash is
@@ -23,14 +14,8 @@ written ``\\``, a newline / carriage return / tab ``\n`` / ``\r`` / ``\t``, a by
 valid UTF-8 ``\xNN`` and any other control character ``\xNN`` or ``\uNNNN`` (ordinary names are
 unchanged); ``os.fsencode(unescape_name(id))`` gives the file's path back (without its
 extension). A video whose features come out non-finite (NaN / inf: a checkpoint with NaN
-weights, or a float16 overflow with ``fp16=true``) stops the build with a one-line error naming
+weights, or a float16 overflow with ``fp16``) stops the build with a one-line error naming
 the file (finished shards are kept).
-
-``info`` prints an index's metadata. ``verify`` checks an index completely: its structure,
-``features.safetensors`` against the SHA-256 recorded in ``index.json`` when it was built, and
-that every stored value is finite; it prints one line per check and ends with ``OK`` (exit 0) or
-a one-line ``error:`` naming what failed (exit 2). ``lsdo-search`` checks the SHA-256 on every load
-too (about 1 s per GB of index; ``verify=false`` skips it) and refuses empty queries.
 
 Resumable: videos are encoded in shards of ``shard_size`` files (the sorted file list, cut in
 order); each finished shard is written to ``INDEX/.partial/shard_XXXX.safetensors`` + ``.json``
@@ -44,21 +29,12 @@ same. At the end the shards are consolidated (ids sorted) into the index and ``.
 removed. Partial results made with other settings (checkpoint, num_frames, fp16, region
 settings) are discarded.
 
-Region embeddings (training-free, paper §3): with ``region_encoder=inverse_attention`` (``region_k``
-LARC regions, default 4) or ``grid`` (``grid`` x ``grid`` tiles, default 2), every sampled frame is
+Region embeddings (training-free, paper §3): with ``region_encoder="inverse_attention"``
+(``region_k`` LARC regions) or ``"grid"`` (``grid`` x ``grid`` tiles), every sampled frame is
 also encoded by a :class:`~lsdo.inverse_attention.RegionEncoder` on the checkpoint's CLIP encoder,
 from the decoded uint8 frame (its own preprocessing, before the test transform), and the index
 stores the [n, 1+K, d] region sets + mask per video (``regions`` / ``region_mask``; shards carry
-them too). ``region_encoder=none`` (default) writes the original format.
-
-``lsdo-search`` needs the checkpoint the index was built with (text encoder and X-Pool); another
-one is a one-line error. Without ``prefilter_k`` every video is scored exactly (the full
-protocol); with it the mean-pool prefilter keeps K videos per query for exact re-ranking.
-``region_mode=regions`` scores each video by its best frame and region instead (max cosine of
-the query's CLIP text embedding over frames x {global} U {regions}; every video, no prefilter);
-``region_mode=both`` ranks by X-Pool score + region score (with or without the prefilter). Both
-need an index built with a region encoder (a one-line error otherwise).
-Both tools report user errors as one line ``error: ...`` and exit with status 2.
+them too). ``region_encoder="none"`` writes the original format.
 """
 
 from __future__ import annotations
@@ -80,162 +56,19 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from lsdo.checkpoint import load_model
-from lsdo.cli import run_plain
 from lsdo.data.video import VIDEO_EXTENSIONS
 from lsdo.errors import LSDOUserError
+from lsdo.inverse_attention.encoder import METHODS
 from lsdo.model.lsdo_model import LSDOModel
-from lsdo.retrieval.index import (
-    META_FILE,
-    SEARCH_MODES,
-    VideoIndex,
-    escape_name,
-    file_sha256,
-    model_fingerprint,
-    printable,
-    verify_index,
-)
+from lsdo.options import option
+from lsdo.retrieval.index import META_FILE, VideoIndex, escape_name, file_sha256, model_fingerprint, printable
+from lsdo.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = VIDEO_EXTENSIONS  # the one list (lsdo.data.video)
 PARTIAL_DIR = ".partial"
 SKIPPED_FILE = "skipped.txt"
 SHARD_RE = re.compile(r"shard_(\d{4,})\.json")
-
-INDEX_KEYS = {
-    "ckpt": "training checkpoint (.ckpt) whose model encodes the videos",
-    "videos": "folder searched recursively for videos",
-    "out": "index directory to write (features.safetensors + index.json)",
-    "num_frames": "frames sampled uniformly per video (default 12)",
-    "batch_size": "videos encoded at a time (default 16)",
-    "fp16": "store features as float16 (default false: float32)",
-    "ext": f"comma-separated video extensions (default {','.join(VIDEO_EXTS)})",
-    "workers": "decoding worker processes (default 0: decode in the main process)",
-    "shard_size": "videos per resumable shard (default 256)",
-    "device": "auto | cpu | cuda (default auto)",
-    "overwrite": "replace an existing complete index at out= (default false)",
-    "region_encoder": "none | inverse_attention | grid: also store per-frame region embeddings (default none)",
-    "region_k": "inverse_attention: regions per frame (default 4)",
-    "grid": "grid: tiles per side (default 2)",
-}
-INFO_KEYS = {"index": "index directory"}
-VERIFY_KEYS = {"index": "index directory to check (structure, SHA-256 checksums, finite values)"}
-SEARCH_KEYS = {
-    "index": "index directory written by lsdo-index build",
-    "ckpt": "the checkpoint the index was built with",
-    "topk": "results per query (default 10)",
-    "prefilter_k": "mean-pool prefilter: re-rank only K videos per query (default: score every video)",
-    "region_mode": "xpool | regions | both: X-Pool, best frame x region (LAFM), or their sum (default xpool)",
-    "device": "auto | cpu | cuda (default cpu)",
-    "verify": "check features.safetensors against its SHA-256 first (default true; about 1 s per GB)",
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# argument parsing (key=value and --key value)
-# ---------------------------------------------------------------------------------------------
-
-
-class _Help(Exception):
-    """-h / --help was given."""
-
-
-def parse_args(argv: list[str], keys: dict[str, str], positional: bool = False) -> tuple[dict[str, str], list[str]]:
-    """``key=value``, ``--key value`` and ``--key=value`` tokens -> (options, positional texts).
-
-    With ``positional``, any other token (a query) is returned in order; a token that looks like
-    ``word=value`` (no spaces) with an unknown key is still an error (a typo), unless after ``--``.
-    """
-    opts: dict[str, str] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        i += 1
-        if tok == "--" and positional:
-            rest += argv[i:]
-            break
-        if tok in ("-h", "--help"):
-            raise _Help
-        if tok.startswith("--"):
-            key, eq, value = tok[2:].partition("=")
-            key = key.replace("-", "_")
-            if key not in keys:
-                raise LSDOUserError(f"unknown option --{key}; options: {', '.join(keys)}")
-            if not eq:
-                if i >= len(argv):
-                    raise LSDOUserError(f"--{key} needs a value")
-                value, i = argv[i], i + 1
-            opts[key] = value
-            continue
-        key, eq, value = tok.partition("=")
-        if eq and key in keys:
-            opts[key] = value
-        elif eq and re.fullmatch(r"[A-Za-z_][\w.]*", key) and " " not in tok:
-            raise LSDOUserError(f"unknown argument {key!r}; keys: {', '.join(keys)}")
-        elif positional:
-            rest.append(tok)
-        else:
-            raise LSDOUserError(f"expected key=value, got {tok!r}; keys: {', '.join(keys)}")
-    return opts, rest
-
-
-def _usage(prog: str, keys: dict[str, str], tail: str = "") -> str:
-    width = max(len(k) for k in keys)
-    lines = [f"usage: {prog} " + " ".join(f"{k}=..." for k in keys) + tail, ""]
-    return "\n".join(lines + [f"  {k.ljust(width)}  {v}" for k, v in keys.items()])
-
-
-def _required(opts: dict[str, str], *keys: str) -> None:
-    missing = [k for k in keys if not opts.get(k)]
-    if missing:
-        raise LSDOUserError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}")
-
-
-def _int(opts: dict[str, str], key: str, default: int | None, minimum: int = 1) -> int | None:
-    if key not in opts or opts[key].lower() in ("", "none", "null"):
-        return default
-    try:
-        value = int(opts[key])
-    except ValueError:
-        raise LSDOUserError(f"{key}: expected an integer, got {opts[key]!r}") from None
-    if value < minimum:
-        raise LSDOUserError(f"{key}: must be >= {minimum}, got {value}")
-    return value
-
-
-def _bool(opts: dict[str, str], key: str, default: bool) -> bool:
-    if key not in opts:
-        return default
-    value = opts[key].strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise LSDOUserError(f"{key}: expected true or false, got {opts[key]!r}")
-
-
-def _device(name: str) -> torch.device:
-    name = name.strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LSDOUserError(f"device={name} but no CUDA GPU is available; use device=cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise LSDOUserError(f"device: expected auto, cpu or cuda, got {name!r}") from None
-
-
-def _extensions(text: str) -> tuple[str, ...]:
-    """``".mp4,avi"`` -> (".mp4", ".avi"); empty -> VIDEO_EXTS."""
-    names = [x.strip().lower() for x in text.split(",") if x.strip()]
-    return tuple(x if x.startswith(".") else f".{x}" for x in names) or VIDEO_EXTS
-
-
-# ---------------------------------------------------------------------------------------------
-# lsdo-index build
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -433,14 +266,36 @@ def _consolidate(done: _Done, ids: list[str], names: tuple[str, ...] = ("feature
     return {name: torch.stack(parts) for name, parts in rows.items()}
 
 
-def _region_encoder(opts: dict[str, str], model: LSDOModel) -> tuple[Any, dict[str, Any] | None]:
-    """(RegionEncoder or None, its settings for the metadata) from ``region_encoder`` / ``region_k`` / ``grid``."""
-    from lsdo.inverse_attention.encoder import METHODS, RegionEncoder
+@dataclass
+class BuildOptions:
+    """What ``lsdo-index build`` takes (its keys and their defaults: written here once)."""
 
-    method = opts.get("region_encoder", "none").strip().lower() or "none"
-    if method not in METHODS:
-        raise LSDOUserError(f"region_encoder: expected one of {' | '.join(METHODS)}, got {opts['region_encoder']!r}")
-    k, grid = _int(opts, "region_k", 4), _int(opts, "grid", 2)
+    ckpt: str = option("training checkpoint (.ckpt) whose model encodes the videos")
+    videos: str = option("folder searched recursively for videos")
+    out: str = option("index directory to write (features.safetensors + index.json)")
+    num_frames: int = option("frames sampled uniformly per video", 12, minimum=1)
+    batch_size: int = option("videos encoded at a time", 16, minimum=1)
+    fp16: bool = option("store features as float16 (false: float32)", False)
+    ext: list[str] = option("video extensions to index", list(VIDEO_EXTENSIONS))
+    workers: int = option("decoding worker processes (0: decode in the main process)", 0, minimum=0)
+    shard_size: int = option("videos per resumable shard", 256, minimum=1)
+    device: str = option("auto | cpu | cuda (auto: CUDA when there is one)", "auto")
+    overwrite: bool = option("replace an existing complete index at out=", False)
+    region_encoder: str = option("also store per-frame region embeddings", "none", choices=METHODS)
+    region_k: int = option("inverse_attention: regions per frame", 4, minimum=1)
+    grid: int = option("grid: tiles per side", 2, minimum=1)
+
+
+def extensions(names: list[str]) -> tuple[str, ...]:
+    """``[".mp4", "avi"]`` -> (".mp4", ".avi") (lower case, with the dot); empty -> every known extension."""
+    names = [x.strip().lower() for x in names if x.strip()]
+    return tuple(x if x.startswith(".") else f".{x}" for x in names) or VIDEO_EXTENSIONS
+
+
+def region_encoder_for(model: LSDOModel, method: str, k: int, grid: int) -> tuple[Any, dict[str, Any] | None]:
+    """(RegionEncoder or None, its settings for the metadata) for ``method`` none | inverse_attention | grid."""
+    from lsdo.inverse_attention.encoder import RegionEncoder
+
     if method == "none":
         return None, None
     if method == "inverse_attention":
@@ -455,24 +310,18 @@ def _region_encoder(opts: dict[str, str], model: LSDOModel) -> tuple[Any, dict[s
     return encoder, info
 
 
-def build_index(opts: dict[str, str]) -> int:
-    """``lsdo-index build``: encode every video under ``videos=`` into the index ``out=``."""
-    _required(opts, "ckpt", "videos", "out")
-    num_frames = _int(opts, "num_frames", 12)
-    batch_size = _int(opts, "batch_size", 16)
-    shard_size = _int(opts, "shard_size", 256)
-    workers = _int(opts, "workers", 0, minimum=0)
-    fp16 = _bool(opts, "fp16", False)
-    overwrite = _bool(opts, "overwrite", False)
-    device = _device(opts.get("device", "auto"))
-    exts = _extensions(opts.get("ext", ""))
-    root, out = Path(opts["videos"]), Path(opts["out"])
+def build_index(opts: BuildOptions) -> int:
+    """Encode every video under ``opts.videos`` into the index ``opts.out``; 0, or 130 when interrupted."""
+    num_frames, batch_size, shard_size, workers = opts.num_frames, opts.batch_size, opts.shard_size, opts.workers
+    device = resolve_device(opts.device)
+    exts = extensions(opts.ext)
+    root, out = Path(opts.videos), Path(opts.out)
     if not root.is_dir():
         raise LSDOUserError(f"videos: {root} is not a directory")
     if out.exists() and not out.is_dir():
         raise LSDOUserError(f"out: {out} exists and is not a directory")
     partial = out / PARTIAL_DIR
-    if (out / META_FILE).exists() and not partial.exists() and not overwrite:
+    if (out / META_FILE).exists() and not partial.exists() and not opts.overwrite:
         raise LSDOUserError(f"out: {out} already holds an index; pass overwrite=true or choose another out=")
 
     files, dups = discover(root, exts)
@@ -480,10 +329,10 @@ def build_index(opts: dict[str, str]) -> int:
         raise LSDOUserError(f"videos: no video files ({', '.join(exts)}) under {root}")
     from lsdo.model.encoder import image_size_of
 
-    model, cfg = load_model(opts["ckpt"], device)
-    regioner, region_info = _region_encoder(opts, model)
+    model, cfg = load_model(opts.ckpt, device)
+    regioner, region_info = region_encoder_for(model, opts.region_encoder, opts.region_k, opts.grid)
     image_size = image_size_of(OmegaConf.create(cfg["model"]))
-    dtype = torch.float16 if fp16 else torch.float32
+    dtype = torch.float16 if opts.fp16 else torch.float32
     settings = {
         "fingerprint": model_fingerprint(model),
         "num_frames": num_frames,
@@ -533,7 +382,7 @@ def build_index(opts: dict[str, str]) -> int:
             f"(see {printable(str(skipped_path))})"
         )
     info = {
-        "ckpt": str(opts["ckpt"]),
+        "ckpt": str(opts.ckpt),
         "videos": str(root),
         "num_frames": num_frames,
         "image_size": image_size,
@@ -642,145 +491,3 @@ def _encode_all(
                 shard, feats, ok, skipped = shard + 1, empty(), [], []
     finally:
         bar.close()
-
-
-def index_info(opts: dict[str, str]) -> int:
-    """``lsdo-index info``: print an index's metadata (quick: the checksum is not computed; see ``verify``)."""
-    _required(opts, "index")
-    index = VideoIndex.load(opts["index"], mmap=True, verify=False)
-    meta = {k: v for k, v in index.meta.items()}
-    if index.checksums is not None:
-        meta["checksums"] = index.checksums
-    print(repr(index))
-    print(json.dumps(meta, indent=1))
-    return 0
-
-
-def index_verify(opts: dict[str, str]) -> int:
-    """``lsdo-index verify``: structure, SHA-256 checksums and finite values of an index; exit 0 (OK) or 2."""
-    _required(opts, "index")
-    check = verify_index(opts["index"])  # a structural problem: LSDOUserError (one line)
-    for name, status, detail in check.files:
-        print(f"{status:<10}  {name}  {detail}")
-    if check.nonfinite:
-        first = printable(check.nonfinite[0])
-        count = (
-            f"{len(check.nonfinite)} video holds"
-            if len(check.nonfinite) == 1
-            else f"{len(check.nonfinite)} videos hold"
-        )
-        print(f"{'FAILED':<10}  values  {count} NaN / inf, e.g. '{first}'")
-    else:
-        print(f"{'ok':<10}  values  every stored value of the {check.num_videos} videos is finite")
-    where = printable(str(check.path))
-    if not check.ok:
-        raise LSDOUserError(f"index {where}: " + "; ".join(check.problems()) + "; rebuild it with lsdo-index build")
-    unverified = any(status == "unverified" for _, status, _ in check.files)
-    note = " (structure and values only: no checksum recorded; rebuild the index to add one)" if unverified else ""
-    print(f"OK: {where}, {check.num_videos} videos{note}")
-    return 0
-
-
-def _index(argv: list[str]) -> int:
-    commands = {
-        "build": (INDEX_KEYS, build_index),
-        "info": (INFO_KEYS, index_info),
-        "verify": (VERIFY_KEYS, index_verify),
-    }
-    if not argv or argv[0] in ("-h", "--help"):
-        print("\n\n".join(_usage(f"lsdo-index {name}", keys) for name, (keys, _) in commands.items()))
-        return 0 if argv else 2
-    if argv[0] not in commands:
-        raise LSDOUserError(
-            f"unknown command {argv[0]!r}: use lsdo-index build ..., lsdo-index info index=... "
-            "or lsdo-index verify index=..."
-        )
-    keys, fn = commands[argv[0]]
-    try:
-        opts, _ = parse_args(argv[1:], keys)
-    except _Help:
-        print(_usage(f"lsdo-index {argv[0]}", keys))
-        return 0
-    return fn(opts)
-
-
-def index_main(argv: list[str] | None = None) -> int:
-    """Console entry point ``lsdo-index``."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    return run_plain(lambda: _index(args))
-
-
-# ---------------------------------------------------------------------------------------------
-# lsdo-search
-# ---------------------------------------------------------------------------------------------
-
-
-def _search(argv: list[str]) -> int:
-    try:
-        opts, queries = parse_args(argv, SEARCH_KEYS, positional=True)
-    except _Help:
-        print(_usage("lsdo-search", SEARCH_KEYS, ' "query" ["query" ...]'))
-        return 0
-    _required(opts, "index", "ckpt")
-    if not queries:
-        raise LSDOUserError('give at least one query, e.g. lsdo-search index=... ckpt=... "a man sings"')
-    empty = [i for i, q in enumerate(queries, start=1) if not q.strip()]
-    if empty:
-        raise LSDOUserError(
-            f"query {empty[0]} of {len(queries)} is empty or only whitespace: "
-            'describe the video to find, e.g. "a man sings"'
-        )
-    verify = _bool(opts, "verify", True)
-    topk = _int(opts, "topk", 10)
-    prefilter_k = _int(opts, "prefilter_k", None)
-    mode = opts.get("region_mode", "xpool").strip().lower() or "xpool"
-    if mode not in SEARCH_MODES:
-        raise LSDOUserError(f"region_mode: expected one of {' | '.join(SEARCH_MODES)}, got {opts['region_mode']!r}")
-    if mode == "regions" and prefilter_k is not None:
-        raise LSDOUserError("prefilter_k applies to region_mode=xpool or both; region_mode=regions scores every video")
-    index = VideoIndex.load(opts["index"], mmap=True, verify=verify)
-    if mode != "xpool":
-        index.require_regions()
-    model, _ = load_model(opts["ckpt"], _device(opts.get("device", "cpu")))
-    index.check_model(model, name=f"checkpoint {opts['ckpt']}")
-    scores, found = index.search(model, queries, topk=topk, prefilter_k=prefilter_k, check_model=False, mode=mode)
-    scoring = {
-        "xpool": "exact X-Pool",
-        "regions": f"best frame x region ({index.meta.get('regions', {}).get('method')})",
-        "both": "X-Pool + best frame x region",
-    }[mode]
-    if prefilter_k is None or prefilter_k >= len(index):
-        protocol = f"{scoring} over all {len(index)} videos"
-    else:
-        protocol = f"prefilter k={prefilter_k} of {len(index)} videos, {scoring} re-ranking"
-    blocks = []
-    for query, row_s, row_i in zip(queries, scores.tolist(), found.tolist(), strict=True):
-        lines = [f"query: {printable(query)}  ({protocol})"]  # ids and queries: one printable line each
-        lines += [
-            f"{rank:>4}  {s:.4f}  {printable(index.ids[i])}"
-            for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True), start=1)
-        ]
-        blocks.append("\n".join(lines))
-    print("\n\n".join(blocks))
-    return 0
-
-
-def search_main(argv: list[str] | None = None) -> int:
-    """Console entry point ``lsdo-search``."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    return run_plain(lambda: _search(args))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lsdo.retrieval.search_cli index ...`` / ``... search ...``."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    if args and args[0] == "index":
-        return index_main(args[1:])
-    if args and args[0] == "search":
-        return search_main(args[1:])
-    print("usage: python -m lsdo.retrieval.search_cli index build|info|verify ... | search ...", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

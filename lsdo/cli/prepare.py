@@ -1,0 +1,45 @@
+"""``lsdo-prepare compress IN_DIR OUT_DIR [fps=3] [short_side=224] ...``: data preparation (lsdo.data.compress)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from lsdo.cli.common import run_tool, subcommands
+from lsdo.data import compress
+from lsdo.data.compress import VIDEO_EXTS, CompressOptions
+
+
+def compress_videos(opts: CompressOptions) -> int:
+    """0 when every video is compressed or already done, 1 when any failed."""
+    exts = tuple(e if e.startswith(".") else f".{e}" for e in opts.ext) or VIDEO_EXTS
+    summary = compress.run(
+        opts.in_dir,
+        opts.out_dir,
+        fps=opts.fps,
+        short_side=opts.short_side,
+        workers=opts.workers,
+        exts=exts,
+        crf=opts.crf,
+        progress=opts.progress,
+    )
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
+def compress_main(argv: Sequence[str] | None = None) -> int:
+    """``lsdo-prepare compress``: 0 done, 1 when any video failed, 2 on a user error."""
+    about = (compress.__doc__ or "").split("\n\n")[0]
+    return run_tool("lsdo-prepare compress", CompressOptions, compress_videos, argv, about=about)
+
+
+COMMANDS = {"compress": ("re-encode a video folder to a low frame rate and a small short side", compress_main)}
+
+
+def prepare_main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point ``lsdo-prepare COMMAND ...``."""
+    return subcommands("lsdo-prepare", COMMANDS, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(prepare_main())
