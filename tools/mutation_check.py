@@ -66,10 +66,10 @@ MUTATIONS = [
     M("eval ignores command-line inference settings", "lsdo/evaluate.py",
       'return OmegaConf.merge(base, {"inference": inference})', "return base", ("tests/test_training.py",)),
     # --- index save / load
-    M("ids sorted on load", "lsdo/retrieval/index.py",
+    M("ids sorted on load", "lsdo/retrieval/index/format.py",
       'ids = doc.get("ids")', 'ids = sorted(doc.get("ids") or [])', ("tests/test_index_contracts.py",)),
-    M("prefilter mean from fp32 frames, not the stored fp16", "lsdo/retrieval/index.py",
-      "features, _mean_pool(features), ids, meta,", "features, _mean_pool(video.float()), ids, meta,",
+    M("prefilter mean from fp32 frames, not the stored fp16", "lsdo/retrieval/index/video_index.py",
+      "means = mean_pool(features)", "means = mean_pool(video.float())",
       ("tests/test_index_contracts.py",)),
     # --- config composition
     M("compose drops the overrides", "lsdo/config.py",

@@ -61,7 +61,15 @@ from lsdo.errors import LSDOUserError
 from lsdo.inverse_attention.encoder import METHODS
 from lsdo.model.lsdo_model import LSDOModel
 from lsdo.options import option
-from lsdo.retrieval.index import META_FILE, VideoIndex, escape_name, file_sha256, model_fingerprint, printable
+from lsdo.retrieval.index import (
+    META_FILE,
+    VideoIndex,
+    atomic_write_text,
+    escape_name,
+    file_sha256,
+    model_fingerprint,
+    printable,
+)
 from lsdo.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -149,19 +157,8 @@ def _decoded_stream(
     return iter(loader)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """UTF-8 ``text`` to ``path`` via a temporary file and a rename: never a partial or empty file."""
-    data = text.encode("utf-8", errors="backslashreplace")  # encoded before any file is opened
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _atomic_json(path: Path, doc: Any) -> None:
-    _atomic_write(path, json.dumps(doc, indent=1))  # ASCII: any string (even a lone surrogate) round-trips
+    atomic_write_text(path, json.dumps(doc, indent=1))  # ASCII: any string (even a lone surrogate) round-trips
 
 
 @dataclass
@@ -373,7 +370,11 @@ def build_index(opts: BuildOptions) -> int:
     out.mkdir(parents=True, exist_ok=True)
     skipped_path = out / SKIPPED_FILE
     if skipped:  # escaped names and reasons: exactly one line per skipped file
-        _atomic_write(skipped_path, "".join(f"{rel}\t{printable(reason)}\n" for rel, reason in skipped))
+        atomic_write_text(
+            skipped_path,
+            errors="backslashreplace",
+            text="".join(f"{rel}\t{printable(reason)}\n" for rel, reason in skipped),
+        )
     elif skipped_path.exists():
         skipped_path.unlink()
     if not ids:
