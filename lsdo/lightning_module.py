@@ -100,7 +100,9 @@ class LSDOLitModule(L.LightningModule):
         text = TextFeatures(self._gather(text.query), self._gather(text.target), self._gather(text.eos))
         video = self._gather(video)
         sims = self.model.similarity(text, video)  # [B, B]
-        loss = symmetric_infonce(sims.float(), self.model.logit_scale.float(), average=self.model.impl == "official")
+        loss = symmetric_infonce(
+            sims.float(), self.model.logit_scale.float(), average=self.model.loss_averages_directions
+        )
         bs = sims.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/lambda", self.model.logit_scale.detach().exp(), batch_size=bs)

@@ -1,5 +1,9 @@
-"""The LSDO model: one module per paper component; see ``lsdo_model.LSDOModel``."""
+"""The LSDO model: one module per paper component; see ``lsdo_model`` (``build_model``).
 
-from lsdo.model.lsdo_model import LSDOModel, TextFeatures, build_model
+:class:`LSDOModel` is the base of both implementations: :class:`PaperLSDOModel` (``impl=paper``)
+and :class:`OfficialLSDOModel` (``impl=official``, the authors' released code).
+"""
 
-__all__ = ["LSDOModel", "TextFeatures", "build_model"]
+from lsdo.model.lsdo_model import LSDOModel, OfficialLSDOModel, PaperLSDOModel, TextFeatures, build_model
+
+__all__ = ["LSDOModel", "OfficialLSDOModel", "PaperLSDOModel", "TextFeatures", "build_model"]

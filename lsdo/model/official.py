@@ -1,7 +1,8 @@
 """``impl=official``: the forward pass of the authors' released code (X-Pool based).
 
-Follows the authors' released code point by point; the differences from
-``impl=paper`` are:
+:class:`OfficialLSDOModel` follows the authors' released code point by point
+(../shared/notes/official-implementation.md); the differences from ``impl=paper``
+(:class:`lsdo.model.lsdo_model.PaperLSDOModel`) are:
 
 * frame features are the raw CLIP image embeddings (no FC of Eq. 2);
 * video-level LSDO: ``average`` is the plain mean of the raw frames; ``shared`` is a *frozen*
@@ -20,9 +21,14 @@ from __future__ import annotations
 import math
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from lsdo.errors import ConfigError
+from lsdo.model.base import LSDOModel
 from lsdo.model.layers import identity_linear
+from lsdo.model.video_lsdo import build_video_lsdo
+from lsdo.model.xpool_layout import XPoolLayout
 
 
 class OfficialSceneAttention(nn.Module):
@@ -79,6 +85,11 @@ class OfficialXPool(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.scale = 1.0 / math.sqrt(dim)
 
+    def layout(self) -> XPoolLayout:
+        """LN1, q, k, v, W_out, then LN2 and the residual ``linear_proj`` before LN3 (dropout aside)."""
+        residual = (self.norm2, self.linear_proj)
+        return XPoolLayout(self.norm1, self.q, self.k, self.v, self.out, self.norm3, self.scale, residual=residual)
+
     def forward(self, text: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """text [T, d] (raw [EOS]), frames [B, n, d] -> pooled [T, B, d]."""
         t = self.q(self.norm1(text))  # [T, d]
@@ -87,3 +98,59 @@ class OfficialXPool(nn.Module):
         pooled = self.out(torch.einsum("tbn,bnd->tbd", att, self.v(f)))  # [T, B, d]
         a = self.norm2(pooled)
         return self.norm3(a + self.dropout(self.linear_proj(a)))
+
+
+class OfficialLSDOModel(LSDOModel):
+    """``impl=official``: the released code's forward pass (variants ``average`` and ``shared`` only).
+
+    Shares the encoder (Eq. 1, Eq. 3), the video-level module of ``shared`` (a frozen Eq. 4 bank
+    read from a file), X-Pool's attention and the cosine (Eq. 16-19) with the paper. Departs: no
+    Eq. 2 FC (raw f_v); ``average`` is the plain mean of f_v, not Eq. 5; the Scene attention
+    replaces Eq. 8-12; learned softmax weights replace Eq. 15's alpha; X-Pool's output adds LN2,
+    a residual ``linear_proj`` and LN3 (Eq. 20 has one LayerNorm); no text prototypes
+    (Eq. 13-14): both text sides are the raw [EOS] feature f_t.
+    """
+
+    impl = "official"
+    loss_averages_directions = True  # the release's (L_t2v + L_v2t) / 2
+
+    def build_heads(self, model_cfg: DictConfig, variant_cfg: DictConfig, dim: int) -> None:
+        if self.variant not in ("average", "shared"):
+            raise ConfigError(
+                f"impl=official reproduces the released code for variant=average|shared only, got "
+                f"variant={self.variant} (the release's single variant does not run)"
+            )
+        if self.variant == "shared" and (variant_cfg.get("init") != "file" or not variant_cfg.get("bank_path")):
+            raise ConfigError(
+                "impl=official variant=shared reads its constant bank from a file: set variant.init=file and "
+                "variant.bank_path=<bank JSON> (e.g. the authors' lsdo_shared_bank_vitb32.json)"
+            )
+        self.use_frame_features = self.use_video_lsdo = self.use_frame_lsdo = True
+        self.use_text_lsdo = False
+        self.text_lsdo = None
+        self.video_lsdo = build_video_lsdo(variant_cfg, dim, trainable_bank=False) if self.variant == "shared" else None
+        self.scene = OfficialSceneAttention(dim, dropout=float(model_cfg.get("dropout", 0.3)))
+        self.official_fusion = OfficialFusion()
+        self.xpool = OfficialXPool(dim, dropout=float(model_cfg.get("dropout", 0.3)))
+
+    def project_frames(self, f_v: torch.Tensor) -> torch.Tensor:
+        """The raw CLIP frame embeddings: no Eq. 2 FC."""
+        return f_v
+
+    def video_level(self, f_v: torch.Tensor, f_s: torch.Tensor | None) -> torch.Tensor:
+        """``shared``: the frozen bank [1, m, d]; ``average``: the plain mean of f_v [B, 1, d]."""
+        if f_s is not None:
+            return f_s
+        return self.video_lsdo(f_v) if self.video_lsdo is not None else f_v.mean(dim=1, keepdim=True)
+
+    def frame_level(
+        self, f_vp: torch.Tensor, f_s: torch.Tensor | None, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Scene attention (softmax over the frames): p [B, n, d] and its weights [B, n]."""
+        if key_mask is not None:
+            raise ValueError("impl=official has no key mask: its Scene attention uses every row of f_s")
+        return self.scene(f_vp, f_s)
+
+    def fuse(self, f_vp: torch.Tensor, f_p: torch.Tensor | None) -> torch.Tensor:
+        """f = w1 p + w2 f_v with (w1, w2) = softmax of the learned logits."""
+        return self.official_fusion(f_vp, f_p)

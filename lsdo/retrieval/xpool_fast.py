@@ -8,7 +8,12 @@ in the attention weights, up to the LayerNorm scalings, so it can be moved onto 
 matrices. Per pair that leaves the attention logits and one more text-frame dot product (2 n d)
 plus a few n x n quadratic forms: exactly the same scores, without any d x d work per pair.
 
-Derivation, impl=paper (``XPool``, eval mode). For text t and video b with frames j = 1..n:
+The scorer reads the head's maps from its ``layout()`` (:class:`lsdo.model.xpool_layout.XPoolLayout`,
+defined by ``PaperXPool`` and ``OfficialXPool``): it never looks at the module's type, only at
+whether the layout has a ``residual`` stage between W_out and the final LayerNorm.
+
+Derivation, one LayerNorm after W_out (impl=paper, ``PaperXPool``, eval mode). For text t and
+video b with frames j = 1..n:
 
     att_j  = softmax_j(q_t . k_bj / sqrt(d))                      (unchanged, [T, V, n])
     out    = W_o (sum_j att_j v_bj) + b_o = sum_j att_j U_j,      U_j = W_o v_bj + b_o  (sum_j att_j = 1)
@@ -19,7 +24,7 @@ Derivation, impl=paper (``XPool``, eval mode). For text t and video b with frame
     |z|^2  = att^T (Ag Ag^T) att / sigma^2 + 2 att^T (Ag beta) / sigma + |beta|^2,   Ag_j = g * A_j
     score  = t . z / (max(|t|, 1e-12) max(|z|, 1e-12))           (F.normalize's clamp)
 
-impl=official (``OfficialXPool``): ``out``, ``c`` and A as above (U from W_out W_v), then
+With a residual stage (impl=official, ``OfficialXPool``): ``out``, ``c`` and A as above (U from W_out W_v), then
 a = LN2(out) = g2 * c / sigma2 + beta2 with sigma2 = sqrt(att^T (A A^T) att / d + eps2), and
 y = a + linear_proj(a) = (I + P) a + b_p. With R_j = (I + P)(g2 * A_j), r0 = (I + P) beta2 + b_p
 (both per video / once), Rc_j, a0 their centred versions and Rg_j = g3 * Rc_j:
@@ -45,7 +50,7 @@ left: max |fast - naive| is ~1e-7 at 1000 x 1000 pairs (bench/eval_speed.py), an
 fast scores sit within 1e-6 of a float64 naive evaluation.
 
 Cost: per video O(n d^2) once; per pair 2 n d (two [b n, d] x [d, t] matmuls per block of t
-texts and b videos) plus O(n m) with m = 2n + 1 (paper) or 3n + 3 (official) per-video columns;
+texts and b videos) plus O(n m) with m = 2n + 1 (paper) or 3n + 3 (residual, official) per-video columns;
 the memory of a block is O(t b (n + m)), never O(t b d). Blocks are video-major ([b, n, t]), so
 the softmax over frames and the Gram contractions are vectorised along the texts.
 """
@@ -58,8 +63,7 @@ import torch
 from torch import nn
 
 from lsdo.model.lsdo_model import TextFeatures
-from lsdo.model.official import OfficialXPool
-from lsdo.model.xpool import XPool
+from lsdo.model.xpool_layout import XPoolLayout
 
 NORMALIZE_EPS = 1e-12  # F.normalize's default clamp on the norm
 # Default block: about this many (text, video) pairs, e.g. 256 texts x 512 videos. Few large ops
@@ -97,7 +101,7 @@ class _TextState:
     target: torch.Tensor  # [t, d] float32: text.target, the text side of the cosine
     norm: torch.Tensor  # [t] accum: max(|target|, 1e-12)
     dot_beta: torch.Tensor  # [t] accum: target . beta (final LayerNorm bias)
-    dot_a0: torch.Tensor | None  # [t] accum: target . (g * a0) (impl=official), else None
+    dot_a0: torch.Tensor | None  # [t] accum: target . (g * a0) (residual stage), else None
 
 
 class XPoolScorer:
@@ -109,53 +113,54 @@ class XPoolScorer:
         sims = scorer.score(text)                    # [T, V], equal to model.similarity(text, video)
         cand = scorer.score_candidates(text, idx)    # [T, k] scores of the pairs (t, idx[t, i])
 
-    Supports ``XPool`` (impl=paper) and ``OfficialXPool`` (impl=official); any other module
-    raises TypeError. The module must be in eval mode or have no active dropout.
+    Works with any X-Pool module that describes itself with ``layout()`` (``PaperXPool`` for
+    impl=paper, ``OfficialXPool`` for impl=official); any other module raises TypeError. The
+    module must be in eval mode or have no active dropout.
     """
 
     def __init__(self, xpool: nn.Module, video: torch.Tensor, accum_dtype: torch.dtype = torch.float64) -> None:
-        """xpool: the model's X-Pool module; video: fused frame features f_m [V, n, d]."""
-        if not isinstance(xpool, (XPool, OfficialXPool)):
-            raise TypeError(f"XPoolScorer supports XPool and OfficialXPool modules, got {type(xpool).__name__}")
+        """xpool: the model's X-Pool module (``model.xpool``); video: fused frame features f_m [V, n, d]."""
+        layout = getattr(xpool, "layout", None)
+        if not callable(layout):
+            raise TypeError(f"XPoolScorer needs an X-Pool module with a layout() method, got {type(xpool).__name__}")
         if _has_active_dropout(xpool):
             raise ValueError("XPoolScorer computes eval-mode scores: call model.eval() (X-Pool dropout is active)")
         if video.ndim != 3:
             raise ValueError(f"video must be [V, n, d], got {tuple(video.shape)}")
-        self.module = xpool
-        self.official = isinstance(xpool, OfficialXPool)
+        self.layout: XPoolLayout = layout()
+        self.residual = self.layout.residual is not None  # LN2 + linear_proj before the final LayerNorm
         self.acc = accum_dtype
-        self.scale = float(xpool.scale)
+        self.scale = float(self.layout.scale)
         self.num_videos, self.num_frames, self.dim = video.shape
         with torch.no_grad():
             self._precompute(video)
 
     # ------------------------------------------------------------------ per-video precomputation
     def _precompute(self, video: torch.Tensor) -> None:
-        m, acc = self.module, self.acc
-        norm_in = m.norm1 if self.official else m.norm_in
-        frames = norm_in(video)  # [V, n, d] float32, the naive path's LN(f_m)
-        self.keys = m.k(frames).contiguous()  # [V, n, d] float32, as in the naive path
-        w_v, b_v = _linear(m.v, acc)
-        w_o, b_o = _linear(m.out, acc)
+        lay, acc = self.layout, self.acc
+        frames = lay.norm_in(video)  # [V, n, d] float32, the naive path's LN(f_m)
+        self.keys = lay.k(frames).contiguous()  # [V, n, d] float32, as in the naive path
+        w_v, b_v = _linear(lay.v, acc)
+        w_o, b_o = _linear(lay.out, acc)
         w_ov, b_ov = w_o @ w_v, w_o @ b_v + b_o  # [d, d], [d]: W_o (W_v x + b_v) + b_o = W_ov x + b_ov
         u = frames.to(acc) @ w_ov.T + b_ov  # [V, n, d]: U_j = W_o v_j + b_o per frame
         u = u - u.mean(dim=-1, keepdim=True)  # centred: sum_j att_j u_j = out - mean(out)
         cols = []
-        if self.official:
+        if lay.residual is not None:
+            norm2, proj = lay.residual
             cols.append(u @ u.transpose(1, 2))  # [V, n, n] Gram for LN2's variance
-            self.eps_pre = float(m.norm2.eps)
-            g2, beta2 = _affine(m.norm2, acc)
-            w_p, b_p = _linear(m.linear_proj, acc)
+            self.eps_pre = float(norm2.eps)
+            g2, beta2 = _affine(norm2, acc)
+            w_p, b_p = _linear(proj, acc)
             ug = u * g2  # [V, n, d]: g2 * A_j
             r = ug + ug @ w_p.T  # [V, n, d]: (I + P)(g2 * A_j)
             a = r - r.mean(dim=-1, keepdim=True)  # [V, n, d] centred R_j
             r0 = beta2 + w_p @ beta2 + b_p  # [d]: (I + P) beta2 + b_p
             a0 = r0 - r0.mean()  # [d] centred constant
-            final = m.norm3
         else:
-            a, a0, final = u, None, m.norm_out
-        self.eps = float(final.eps)
-        g, beta = _affine(final, acc)
+            a, a0 = u, None
+        self.eps = float(lay.norm_out.eps)
+        g, beta = _affine(lay.norm_out, acc)
         ag = a * g  # [V, n, d]: g * A_j
         cols += [a @ a.transpose(1, 2), ag @ ag.transpose(1, 2), (ag @ beta).unsqueeze(-1)]  # [V,n,n] x2, [V,n,1]
         self.beta = beta  # [d]
@@ -173,9 +178,7 @@ class XPoolScorer:
 
     # ------------------------------------------------------------------ per-text state
     def _text_state(self, text: TextFeatures) -> _TextState:
-        m = self.module
-        norm_in = m.norm1 if self.official else m.norm_in
-        query = m.q(norm_in(text.query))  # [t, d], the naive path's query
+        query = self.layout.q(self.layout.norm_in(text.query))  # [t, d], the naive path's query
         target = text.target
         t64 = target.to(self.acc)
         return _TextState(
@@ -189,8 +192,8 @@ class XPoolScorer:
     # ------------------------------------------------------------------ the per-pair formulas
     @property
     def _num_grams(self) -> int:
-        """Leading n x n blocks of ``mix``: [G_pre (official),] G_A, H_A."""
-        return 3 if self.official else 2
+        """Leading n x n blocks of ``mix``: [G_pre (residual stage),] G_A, H_A."""
+        return 3 if self.residual else 2
 
     def _forms(self, att: torch.Tensor, tdot: torch.Tensor, att_mix: torch.Tensor) -> torch.Tensor:
         """The quadratic and linear forms of each pair: att, tdot [P, n, Q], att_mix [P, m, Q] -> [P, F, Q].
@@ -219,7 +222,7 @@ class XPoolScorer:
         q_a, q_h = forms[:, g - 2], forms[:, g - 1]  # [P, Q]: |sum att A|^2, |g * sum att A|^2
         l_beta, t_lin = forms[:, g], forms[:, -1]  # [P, Q]: (g * sum att A) . beta, (g * sum att A) . target
         # Few, in-place ops: each is a parallel region, and this runs on [V, t] arrays per chunk.
-        if not self.official:
+        if not self.residual:
             inv = (q_a / d).add_(self.eps).rsqrt_()  # [P, Q]: 1 / sigma
             num = torch.addcmul(per_text(ts.dot_beta), t_lin, inv)  # t . z
             zz = (q_h * inv).add_(l_beta, alpha=2.0).mul_(inv).add_(self.beta_sq)  # |z|^2
