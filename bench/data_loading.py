@@ -1,7 +1,7 @@
 """Data-loading throughput: 12-frame clips per second from 224-pixel mp4s, decoders side by side.
 
     python bench/data_loading.py                     # 24 videos of 10 s at 30 fps, workers 0 and 2
-    python bench/data_loading.py --workers 0 4 8 --passes 3 --video-dir /tmp/bench_videos
+    python bench/data_loading.py workers=0,4,8 passes=3 video_dir=/tmp/bench_videos
 
 Loaders (each returns a uint8 [12, 3, H, W] clip of uniformly sampled frames, no transform):
 
@@ -14,21 +14,23 @@ Loaders (each returns a uint8 [12, 3, H, W] clip of uniformly sampled frames, no
   with one thread, as decord and PyAV use here;
 * ``pyav``: ``sample_frames(backend="pyav")``, the sequential fallback.
 
-Every loader runs through a ``torch.utils.data.DataLoader`` (batch 4) with each ``--workers``
-count; one warm-up pass, then ``--passes`` timed passes, the loaders taking turns pass by pass.
+Every loader runs through a ``torch.utils.data.DataLoader`` (batch 4) with each ``workers``
+count; one warm-up pass, then ``passes`` timed passes, the loaders taking turns pass by pass.
 The test videos are written once with ``write_video`` (H.264 crf 23; key frames at most
-``--keyint`` frames apart, x264's 250 by default) into ``--video-dir`` (a temporary folder by
+``keyint`` frames apart, x264's 250 by default) into ``video_dir`` (a temporary folder by
 default) and reused when already there. On a shared machine, trust the CPU ms/clip column (0
 workers) more than clips/s.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,25 @@ from torch.utils.data import DataLoader, Dataset
 
 from lsdo.data.sampling import segment_indices
 from lsdo.data.video import available_backends, probe_video, sample_frames, write_video
+from lsdo.errors import LSDOUserError
+from lsdo.options import option
+
+LOADERS = ("decord", "pyav", "cv2-seek", "cv2-seek-1t")
+
+
+@dataclass
+class DataLoadingArgs:
+    videos: int = option("test videos", 24, minimum=1)
+    seconds: float = option("length of each test video in seconds", 10.0, minimum=0.1)
+    fps: int = option("frames per second of the test videos", 30, minimum=1)
+    short_side: int = option("short side of the test videos in pixels", 224, minimum=2)
+    frames: int = option("frames per clip", 12, minimum=1)
+    keyint: int = option("longest key-frame interval (x264's default: 250)", 250, minimum=1)
+    batch: int = option("clips per DataLoader batch", 4, minimum=1)
+    passes: int = option("timed passes over the videos", 2, minimum=1)
+    workers: list[int] = option("DataLoader worker counts, one row each", [0, 2])
+    loaders: list[str] = option("decoders to compare", list(LOADERS))
+    video_dir: str | None = option("where the test videos are written / reused (null: a temporary folder)", None)
 
 
 def make_videos(root: Path, count: int, seconds: float, fps: int, short_side: int, keyint: int) -> list[Path]:
@@ -109,7 +130,7 @@ def _worker_init(_: int) -> None:
 
 
 def time_loaders(
-    paths: list[Path], loaders: list[str], workers: int, args: argparse.Namespace
+    paths: list[Path], loaders: list[str], workers: int, args: DataLoadingArgs
 ) -> dict[str, tuple[float, float]]:
     """Per loader: (clips per second, CPU ms per clip in this process) over ``args.passes`` passes.
 
@@ -140,21 +161,12 @@ def time_loaders(
     return {k: (clips[k] / wall[k], 1000 * cpu[k] / clips[k]) for k in loaders}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--videos", type=int, default=24)
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--fps", type=int, default=30)
-    p.add_argument("--short-side", type=int, default=224)
-    p.add_argument("--frames", type=int, default=12, help="frames per clip")
-    p.add_argument("--keyint", type=int, default=250, help="longest key-frame interval (x264's default: 250)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--passes", type=int, default=2, help="timed passes over the videos")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--loaders", nargs="+", default=["decord", "pyav", "cv2-seek", "cv2-seek-1t"])
-    p.add_argument("--video-dir", type=Path, default=None, help="where the test videos are written / reused")
-    args = p.parse_args()
-
+def run(args: DataLoadingArgs) -> int:
+    bad = [n for n in args.loaders if n not in LOADERS]
+    if bad:
+        raise LSDOUserError(f"loaders: unknown {bad[0]!r}; expected a subset of {','.join(LOADERS)}")
+    if any(w < 0 for w in args.workers):
+        raise LSDOUserError(f"workers: expected counts >= 0, got {','.join(map(str, args.workers))}")
     loaders = []
     for name in args.loaders:
         have = importlib_ok("cv2") if name.startswith("cv2") else name in available_backends()
@@ -166,7 +178,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory(prefix="lsdo_bench_") as tmp:
-        root = args.video_dir or Path(tmp)
+        root = Path(args.video_dir) if args.video_dir else Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         paths = make_videos(root, args.videos, args.seconds, args.fps, args.short_side, args.keyint)
@@ -207,6 +219,7 @@ def main() -> None:
             ratio = rows[("decord", workers)][0] / rows[("cv2-seek", workers)][0]
             print(f"decord / cv2-seek with {workers} workers: {ratio:.2f}x")
     print(f"(1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs)")
+    return 0
 
 
 def importlib_ok(module: str) -> bool:
@@ -215,5 +228,12 @@ def importlib_ok(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
+
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/data_loading.py", DataLoadingArgs, run, argv, about=about)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """The CPU demo beside a busy core: seconds per training epoch, by thread settings, in one run.
 
     python bench/demo_busy_core.py [epochs=2] [settings=default,passive,threads1,passive_threads1]
+                                   [log_dir=/tmp/lsdo_bench_busy]
 
 For each thread setting the demo (``train.py experiment=demo``, no test, no logger) trains
 ``epochs`` epochs twice: on a quiet machine and with one other process spinning on a core (what a
@@ -21,7 +22,12 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from lsdo.errors import LSDOUserError
+from lsdo.options import option
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -30,6 +36,19 @@ SETTINGS = {
     "threads1": {"OMP_NUM_THREADS": "1"},
     "passive_threads1": {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"},
 }
+
+
+@dataclass
+class BusyCoreArgs:
+    epochs: int = option("demo epochs per run", 2, minimum=1)
+    settings: list[str] = option(
+        "thread settings to compare: default, passive (OMP_WAIT_POLICY=PASSIVE), threads1 (OMP_NUM_THREADS=1), "
+        "passive_threads1 (both)",
+        list(SETTINGS),
+    )
+    log_dir: str = option("the demo runs' paths.log_dir (their output: <log_dir>/demo_*.log)", "/tmp/lsdo_bench_busy")
+
+
 EPOCH_LINE = re.compile(r"Epoch (\d+)/\d+ .* (\d+):(\d+):(\d+) •")
 
 
@@ -38,16 +57,21 @@ def _spin() -> None:  # one busy core
         pass
 
 
-def run_demo(env_extra: dict[str, str], epochs: int, log_dir: Path) -> tuple[float, float]:
-    """(wall seconds, seconds per epoch) of ``epochs`` demo epochs."""
+def run_demo(env_extra: dict[str, str], epochs: int, log_dir: Path, name: str) -> tuple[float, float]:
+    """(wall seconds, seconds per epoch) of ``epochs`` demo epochs; the run's output: ``<log_dir>/demo_<name>.log``."""
     env = {**os.environ, **env_extra, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     cmd = [sys.executable, str(ROOT / "train.py"), "experiment=demo", f"trainer.max_epochs={epochs}", "test=false",
            "logger=none", f"paths.log_dir={log_dir}"]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"demo_{name}.log"
+    log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise SystemExit(f"demo failed ({env_extra}):\n{proc.stderr[-2000:]}")
+        raise LSDOUserError(
+            f"the demo failed ({env_extra or 'default threads'}, exit {proc.returncode}); its output: {log}"
+        )
     per_epoch: dict[int, float] = {}
     for m in EPOCH_LINE.finditer(proc.stdout + proc.stderr):
         per_epoch[int(m.group(1))] = int(m.group(2)) * 3600 + int(m.group(3)) * 60 + int(m.group(4))
@@ -55,11 +79,11 @@ def run_demo(env_extra: dict[str, str], epochs: int, log_dir: Path) -> tuple[flo
     return wall, epoch_s
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    epochs = int(args.get("epochs", 2))
-    names = args.get("settings", ",".join(SETTINGS)).split(",")
-    log_dir = Path(args.get("log_dir", "/tmp/lsdo_bench_busy"))
+def run(args: BusyCoreArgs) -> int:
+    epochs, names, log_dir = args.epochs, args.settings, Path(args.log_dir)
+    bad = [n for n in names if n not in SETTINGS]
+    if bad:
+        raise LSDOUserError(f"settings: unknown {bad[0]!r}; expected a subset of {','.join(SETTINGS)}")
     rows = []
     for name in names:
         for busy in (False, True):
@@ -67,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             if spinner:
                 spinner.start()
             try:
-                wall, epoch_s = run_demo(SETTINGS[name], epochs, log_dir)
+                wall, epoch_s = run_demo(SETTINGS[name], epochs, log_dir, f"{name}_{'busy' if busy else 'quiet'}")
             finally:
                 if spinner:
                     spinner.terminate()
@@ -83,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {'one busy core' if busy else 'quiet'} | {epoch_s:.1f} | "
               f"{epoch_s / quiet:.2f}x | {epoch_s / quiet_default:.2f}x |")  # fmt: skip
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
+
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/demo_busy_core.py", BusyCoreArgs, run, argv, about=about)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Full-protocol evaluation memory at MSVD scale: 670 videos x 12 frames, 27,763 captions.
 
     python bench/eval_memory.py                  # both impls, each in its own process
-    python bench/eval_memory.py --impls official
+    python bench/eval_memory.py impls=official      # (or --impls official)
 
 Every caption is a query against every video (the X-Pool protocol, T x V = 18.6 M pairs) with
 paper-size heads (d = 512, randomised X-Pool parameters) through
@@ -15,12 +15,13 @@ allocated). Targets on 2 CPU cores: peak < 4 GB, < 120 s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,9 +29,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_speed import build_bench_model, make_features, peak_rss_mb  # noqa: E402
 
+from lsdo.errors import LSDOUserError  # noqa: E402
+from lsdo.options import option  # noqa: E402
 from lsdo.retrieval import similarity_matrix, t2v_metrics, v2t_metrics  # noqa: E402
 
+IMPLS = ("paper", "official")
 NUM_VIDEOS, NUM_TEXTS, MAX_CAPTIONS, FRAMES, DIM = 670, 27_763, 81, 12, 512
+
+
+@dataclass
+class EvalMemoryArgs:
+    impls: list[str] = option("impls to measure, each in its own process", list(IMPLS))
+    chunk: int = option("texts per chunk", 256, minimum=1)
+    spot: int = option("captions re-scored with model.similarity as a check", 200, minimum=1)
+    threads: int = option("torch threads in the workers (0: torch's default)", 0, minimum=0)
+    worker: str | None = option("internal: measure this impl in this process and print JSON", None, choices=IMPLS)
 
 
 def caption_counts(num_videos: int, num_texts: int, max_captions: int, seed: int = 0) -> torch.Tensor:
@@ -84,17 +97,13 @@ def worker(impl: str, chunk: int, spot: int, threads: int) -> None:
     )
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--impls", default="paper,official")
-    p.add_argument("--chunk", type=int, default=256, help="texts per chunk")
-    p.add_argument("--spot", type=int, default=200, help="captions re-scored with model.similarity as a check")
-    p.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    args = p.parse_args()
+def run(args: EvalMemoryArgs) -> int:
     if args.worker:
         worker(args.worker, args.chunk, args.spot, args.threads)
-        return
+        return 0
+    bad = [i for i in args.impls if i not in IMPLS]
+    if bad:
+        raise LSDOUserError(f"impls: unknown {bad[0]!r}; expected a subset of {','.join(IMPLS)}")
     v_t_d = NUM_VIDEOS * NUM_TEXTS * DIM * 4
     v_v_c_d = NUM_VIDEOS * NUM_VIDEOS * MAX_CAPTIONS * DIM * 4
     print(
@@ -106,9 +115,9 @@ def main() -> None:
     print(f"  pooled [V, T, d] = [{NUM_VIDEOS}, {NUM_TEXTS}, {DIM}]: {gb(v_t_d)}")
     print(f"  regrouped [V, V, max_captions, d] = [{NUM_VIDEOS}, {NUM_VIDEOS}, {MAX_CAPTIONS}, {DIM}]: {gb(v_v_c_d)}")
     print(f"  this path's output [T, V] fp32: {gb(NUM_TEXTS * NUM_VIDEOS * 4)}")
-    for impl in [i for i in args.impls.split(",") if i]:
-        cmd = [sys.executable, __file__, "--worker", impl, "--chunk", str(args.chunk), "--spot", str(args.spot)]
-        cmd += ["--threads", str(args.threads)]
+    for impl in args.impls:
+        cmd = [sys.executable, __file__, f"worker={impl}", f"chunk={args.chunk}", f"spot={args.spot}"]
+        cmd += [f"threads={args.threads}"]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"{impl} failed:\n{res.stderr[-3000:]}")
@@ -125,7 +134,15 @@ def main() -> None:
             m = r[name]
             print(f"  {name}: " + " ".join(f"{k} {v:.1f}" for k, v in m.items()))
     print(f"load avg at the end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
+
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/eval_memory.py", EvalMemoryArgs, run, argv, about=about)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,7 @@
 """Evaluation speed at MSR-VTT 1k-A scale: the release's X-Pool protocol vs chunked naive vs fast exact.
 
     python bench/eval_speed.py                       # 1000 texts x 1000 videos x 12 frames x 512
-    python bench/eval_speed.py --impls official --methods naive,fast
+    python bench/eval_speed.py impls=official methods=naive,fast   # (or --impls official --methods naive,fast)
 
 Features are random (seeded) and precomputed; the X-Pool heads are paper size (d = 512, the
 ``model=tiny`` encoder's embed_dim) with randomised parameters. Per impl, three methods run side
@@ -15,17 +15,16 @@ by side, each in its own subprocess so its peak RSS (``ru_maxrss``) is its own:
 (c) ``fast``: ``similarity_matrix(method="fast")`` - exact scores from per-video Gram matrices
     (lsdo.retrieval.xpool_fast), per-video precomputation included in the time.
 
-Printed: seconds (best of ``--repeat`` runs; the release path once by default, it takes ~30 s),
+Printed: seconds (best of ``repeat`` runs; the release path once by default, it takes ~30 s),
 peak RSS of the process and its growth during the method, speed-up vs (a), t2v R@1 and
 max |scores - naive scores|. The machine should be otherwise idle: with 2 OpenMP threads and
 another process on a core, every parallel op waits for the descheduled thread (~8 ms per op
 measured on a 2-core VM), which hits the many-op fast path far harder than the few huge ops of
-(a); ``--threads 1`` is the robust comparison then.
+(a); ``threads=1`` is the robust comparison then.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -35,16 +34,37 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lsdo.config import compose
+from lsdo.errors import LSDOUserError
 from lsdo.model import LSDOModel, TextFeatures, build_model
 from lsdo.model.official import OfficialXPool
+from lsdo.options import option
 from lsdo.retrieval import similarity_matrix, t2v_metrics
 
 METHODS = ("release", "naive", "fast")
+IMPLS = ("paper", "official")
+
+
+@dataclass
+class EvalSpeedArgs:
+    texts: int = option("texts (queries)", 1000, minimum=1)
+    videos: int = option("videos", 1000, minimum=1)
+    frames: int = option("frames per video", 12, minimum=1)
+    chunk: int = option("texts per chunk for naive and fast", 256, minimum=1)
+    impls: list[str] = option("impls to measure", list(IMPLS))
+    methods: list[str] = option("methods to time, each in its own process", list(METHODS))
+    threads: int = option("torch threads in the workers (0: torch's default)", 0, minimum=0)
+    repeat: int = option("timed runs of naive and fast (best is reported)", 3, minimum=1)
+    release_repeat: int = option("timed runs of the release path (about 30 s each)", 1, minimum=1)
+    worker: str | None = option("internal: time this method in this process", None, choices=METHODS)
+    impl: str = option("internal: the worker's impl", "paper", choices=IMPLS)
+    out: str | None = option("internal: where the worker saves its scores", None)
 
 
 # ---------------------------------------------------------------------- shared set-up
@@ -173,7 +193,7 @@ def run_release(model: LSDOModel, text: TextFeatures, video: torch.Tensor, t2v: 
 
 
 # ---------------------------------------------------------------------- one method in one process
-def worker(args: argparse.Namespace) -> None:
+def worker(args: EvalSpeedArgs) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -196,36 +216,28 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb(), "base_mb": base, "r1": r1}))
 
 
-def run_worker(method: str, impl: str, args: argparse.Namespace, out: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, "--impl", impl, "--out", str(out)]
-    cmd += ["--texts", str(args.texts), "--videos", str(args.videos), "--frames", str(args.frames)]
-    cmd += ["--chunk", str(args.chunk), "--threads", str(args.threads)]
-    cmd += ["--repeat", str(args.repeat), "--release-repeat", str(args.release_repeat)]
+def run_worker(method: str, impl: str, args: EvalSpeedArgs, out: Path) -> dict:
+    cmd = [sys.executable, __file__, f"worker={method}", f"impl={impl}", f"out={out}"]
+    cmd += [f"texts={args.texts}", f"videos={args.videos}", f"frames={args.frames}"]
+    cmd += [f"chunk={args.chunk}", f"threads={args.threads}"]
+    cmd += [f"repeat={args.repeat}", f"release_repeat={args.release_repeat}"]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if res.returncode != 0:
         raise RuntimeError(f"{method}/{impl} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--texts", type=int, default=1000)
-    p.add_argument("--videos", type=int, default=1000)
-    p.add_argument("--frames", type=int, default=12)
-    p.add_argument("--chunk", type=int, default=256, help="texts per chunk for naive and fast")
-    p.add_argument("--impls", default="paper,official")
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs of naive and fast (best is reported)")
-    p.add_argument("--release-repeat", type=int, default=1, help="timed runs of the release path (about 30 s each)")
-    p.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
-    p.add_argument("--impl", default="paper", help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
-    args = p.parse_args()
+def run(args: EvalSpeedArgs) -> int:
     if args.worker:
+        if not args.out:
+            raise LSDOUserError("out: a worker needs a file for its scores")
         worker(args)
-        return
-    methods = [m for m in args.methods.split(",") if m]
+        return 0
+    for key, given, known in (("impls", args.impls, IMPLS), ("methods", args.methods, METHODS)):
+        bad = [v for v in given if v not in known]
+        if bad:
+            raise LSDOUserError(f"{key}: unknown {bad[0]!r}; expected a subset of {','.join(known)}")
+    methods = args.methods
     cpu = platform.processor() or platform.machine()
     print(
         f"eval speed: {args.texts} texts x {args.videos} videos x {args.frames} frames x d=512 (model=tiny heads), "
@@ -235,7 +247,7 @@ def main() -> None:
     header = f"{'impl':9} {'method':8} {'seconds':>8} {'peak RSS MB':>12} {'growth MB':>10} {'vs (a)':>8}"
     header += f" {'t2v R@1':>8} {'max|s - naive|':>15}"
     with tempfile.TemporaryDirectory() as tmp:
-        for impl in [i for i in args.impls.split(",") if i]:
+        for impl in args.impls:
             print(header)
             results, sims = {}, {}
             for method in methods:
@@ -252,7 +264,15 @@ def main() -> None:
                     f" {ratio:>8} {r['r1']:8.1f} {diff:>15}"
                 )
     print(f"load avg at the end {os.getloadavg()[0]:.2f} (other processes on the machine inflate the times)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
+
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/eval_speed.py", EvalSpeedArgs, run, argv, about=about)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

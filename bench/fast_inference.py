@@ -1,24 +1,24 @@
 """Search latency of a :class:`lsdo.retrieval.index.VideoIndex`: fast (prefilter + exact re-rank) vs full protocol.
 
     python bench/fast_inference.py                          # parts a and b with the defaults below
-    python bench/fast_inference.py --part a --videos-a 20000 --full-batch 0
-    python bench/fast_inference.py --part b --nlist 1024 --nprobe 8 32
+    python bench/fast_inference.py part=a videos_a=20000 full_batch=0   # or --part a --videos-a 20000 ...
+    python bench/fast_inference.py part=b nlist=1024 nprobe=8,32
 
 Model: ``experiment=demo model=tiny`` (the tiny random-init encoder; its LSDO / X-Pool heads are paper
-size, d = 512), impl ``--impl`` (paper). Only the retrieval is timed: the queries are random
+size, d = 512), impl ``impl`` (paper). Only the retrieval is timed: the queries are random
 ``TextFeatures`` (text encoding, ~10-20 ms per query for CLIP ViT-B/32 on CPU, is not included),
 each query's target drawn near one video's mean frame so the prefilter has a real neighbourhood.
 Latencies are wall-clock per call of ``index.search`` with one query (p50 / p90 over
-``--queries`` calls; 10 untimed searches start each part and 2 each row), fingerprint check
+``queries`` calls; 10 untimed searches start each part and 2 each row), fingerprint check
 skipped (checked once up front). Rows marked "float32 accumulation" pass
 ``accum_dtype=torch.float32`` to the exact re-ranking (XPoolScorer's float64 default gives the
 scores of ``similarity_matrix``; float32 differs by about 1e-7 and costs less on CPU).
 
-(a) ``--videos-a`` (100k) videos x 12 frames x 512, random, stored float16 in memory (1.2 GB):
+(a) ``videos_a`` (100k) videos x 12 frames x 512, random, stored float16 in memory (1.2 GB):
     * full protocol: ``search(prefilter_k=None)``, exact X-Pool over every video (XPoolScorer
       in chunks of 1024 videos). Its cost is the per-video precomputation (O(V n d^2) per call,
       independent of the number of queries), so it is timed for one query and, amortised, for a
-      batch of ``--full-batch`` queries;
+      batch of ``full_batch`` queries;
     * fast: ``search(prefilter_k=100)``: mean-pool prefilter (torch chunked matmul, and FAISS
       IndexFlatIP, both exact) + exact re-ranking of the 100 candidates.
     The table gives the ratio full / fast and how many of the full protocol's top-10 the fast
@@ -26,7 +26,7 @@ scores of ``similarity_matrix``; float32 differs by about 1e-7 and costs less on
     about a trained model's retrieval quality; it only checks that the two paths agree where they
     should).
 
-(b) ``--videos-b`` (1M) videos: 1M x 12 x 512 float16 would be 12 GB, so the frames are NOT
+(b) ``videos_b`` (1M) videos: 1M x 12 x 512 float16 would be 12 GB, so the frames are NOT
     stored. ``SyntheticFrames`` generates any video's frames on demand, deterministically from its
     index: ``frames[v] = centre[v mod-hash K] + 0.7 * A[v % 8191] + 0.7 * B[v % 509]`` (tables of
     random normals; 8191 and 509 are coprime so every v < 4.1M gets its own (A, B) pair; K = 4096
@@ -37,8 +37,8 @@ scores of ``similarity_matrix``; float32 differs by about 1e-7 and costs less on
     100 candidates per query from the generator (a gather and two adds; from a memory-mapped
     float16 index, ``VideoIndex.load(mmap=True)``, it would be 100 reads of 12 KB, from the page
     cache or the disk: not measured here). Prefilters:
-    torch (exact), FAISS IndexFlatIP (exact) and FAISS IndexIVFFlat (``--nlist`` lists, each
-    ``--nprobe``; approximate: the table gives its candidates' recall against the exact prefilter
+    torch (exact), FAISS IndexFlatIP (exact) and FAISS IndexIVFFlat (``nlist`` lists, each
+    ``nprobe``; approximate: the table gives its candidates' recall against the exact prefilter
     and the training time). The full protocol at 1M is not run (about 10x part a's figure).
 
 The machine and its load average are printed first: other processes on the machine inflate the
@@ -49,21 +49,40 @@ a call takes between cpu / threads and cpu.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from lsdo.config import compose
 from lsdo.model import LSDOModel, TextFeatures, build_model
+from lsdo.options import option
 from lsdo.retrieval.index import VideoIndex, faiss_available, model_fingerprint
 
 D, FRAMES = 512, 12
 WARMUP = 10  # untimed searches before the first timed row of a part
+
+
+@dataclass
+class FastInferenceArgs:
+    part: str = option("which part to run", "all", choices=("a", "b", "all"))
+    videos_a: int = option("part a: stored videos", 100_000, minimum=1)
+    videos_b: int = option("part b: videos generated on demand", 1_000_000, minimum=1)
+    queries: int = option("timed single-query calls per row", 30, minimum=1)
+    prefilter_k: int = option("candidates the prefilter keeps", 100, minimum=1)
+    topk: int = option("results per query", 10, minimum=1)
+    full_runs: int = option("single-query full-protocol calls (slow)", 1, minimum=1)
+    full_batch: int = option("queries in one full-protocol batch (0: skip)", 64, minimum=0)
+    nlist: int = option("part b: FAISS IVF lists", 1024, minimum=1)
+    nprobe: list[int] = option("part b: FAISS IVF lists probed, one row each", [16, 64])
+    impl: str = option("model implementation", "paper", choices=("paper", "official"))
+    threads: int = option("torch / FAISS threads (0: torch's default)", 0, minimum=0)
+    seed: int = option("random seed of the features and queries", 0)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -141,7 +160,7 @@ def header(title: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def part_a(args: argparse.Namespace, model: LSDOModel) -> None:
+def part_a(args: FastInferenceArgs, model: LSDOModel) -> None:
     num = args.videos_a
     gen = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
@@ -240,7 +259,7 @@ class SyntheticFrames:
         return self.frames(index.long())
 
 
-def part_b(args: argparse.Namespace, model: LSDOModel) -> None:
+def part_b(args: FastInferenceArgs, model: LSDOModel) -> None:
     num = args.videos_b
     store = SyntheticFrames(num, args.seed)
     t_means, means = timed(store.means)
@@ -295,22 +314,7 @@ def part_b(args: argparse.Namespace, model: LSDOModel) -> None:
         print(row(f"fast, FAISS IVF nprobe={nprobe}, float32 accumulation", f32))
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["a", "b", "all"], default="all")
-    p.add_argument("--videos-a", type=int, default=100_000)
-    p.add_argument("--videos-b", type=int, default=1_000_000)
-    p.add_argument("--queries", type=int, default=30, help="timed single-query calls per row")
-    p.add_argument("--prefilter-k", type=int, default=100)
-    p.add_argument("--topk", type=int, default=10)
-    p.add_argument("--full-runs", type=int, default=1, help="single-query full-protocol calls (slow)")
-    p.add_argument("--full-batch", type=int, default=64, help="queries in one full-protocol batch (0: skip)")
-    p.add_argument("--nlist", type=int, default=1024)
-    p.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--impl", choices=["paper", "official"], default="paper")
-    p.add_argument("--threads", type=int, default=0, help="torch / FAISS threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+def run(args: FastInferenceArgs) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     faiss_version = None
@@ -332,7 +336,15 @@ def main() -> None:
             part_b(args, model)
     if load is not None:
         print(f"\nload average at the end: {os.getloadavg()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
+
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/fast_inference.py", FastInferenceArgs, run, argv, about=about)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

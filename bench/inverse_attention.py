@@ -30,20 +30,31 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-ARGS = {
-    "arch": "open_clip architecture (default ViT-B-32, random init)",
-    "size": "input and frame size in pixels (default 224)",
-    "batch": "frames per encode() call (default 16)",
-    "ks": "comma-separated k of inverse attention (default 2,4,8)",
-    "grid": "grid-crop baseline g (g x g tiles; default 2)",
-    "reps": "timed rounds, each timing every method once (default 5)",
-    "device": "auto | cpu | cuda (default auto)",
-    "lard": "all (every LARD window is a candidate: LARC returns exactly k regions) | default (LARDConfig())",
-}
+from lsdo.options import option
+
+ABOUT = (__doc__ or "").split("\n\n")[0]
+
+
+@dataclass
+class InverseAttentionBenchArgs:
+    arch: str = option("open_clip architecture (random init)", "ViT-B-32")
+    size: int = option("input and frame size in pixels", 224, minimum=1)
+    batch: int = option("frames per encode() call", 16, minimum=1)
+    ks: list[int] = option("k of inverse attention", [2, 4, 8])
+    grid: int = option("grid-crop baseline g (g x g tiles)", 2, minimum=1)
+    reps: int = option("timed rounds, each timing every method once", 5, minimum=1)
+    device: str = option("auto | cpu | cuda", "auto")
+    lard: str = option(
+        "all: every LARD window is a candidate (LARC returns exactly k regions); default: LARDConfig()",
+        "all",
+        choices=("all", "default"),
+    )
 
 
 def frames_for(batch: int, size: int) -> torch.Tensor:
@@ -78,26 +89,14 @@ def time_methods(encoders: list[object], frames: torch.Tensor, reps: int, device
     return times
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: InverseAttentionBenchArgs) -> int:
     import open_clip
 
-    from lsdo.errors import LSDOUserError
-    from lsdo.inverse_attention.cli_args import as_int, parse_kv, usage
     from lsdo.inverse_attention.encoder import RegionEncoder
     from lsdo.inverse_attention.lard import LARDConfig
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(usage("python bench/inverse_attention.py", ARGS))
-        return 0
-    args = parse_kv(argv, ARGS)
-    arch, size, batch = args.get("arch", "ViT-B-32"), as_int(args, "size", 224), as_int(args, "batch", 16)
-    reps, g = as_int(args, "reps", 5), as_int(args, "grid", 2)
-    ks = [int(k) for k in args.get("ks", "2,4,8").split(",") if k]
-    dev = args.get("device", "auto")
-    lard_mode = args.get("lard", "all")
-    if lard_mode not in ("all", "default"):
-        raise LSDOUserError(f"lard: expected all | default, got {lard_mode!r}")
+    arch, size, batch, reps, g, ks = args.arch, args.size, args.batch, args.reps, args.grid, args.ks
+    dev, lard_mode = args.device, args.lard
     lard = LARDConfig(window_threshold=1.01) if lard_mode == "all" else LARDConfig()
     device = torch.device("cuda" if dev == "auto" and torch.cuda.is_available() else "cpu" if dev == "auto" else dev)
     torch.manual_seed(0)
@@ -131,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from lsdo.cli import run_plain
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
 
-    sys.exit(run_plain(main))
+    return run_tool("python bench/inverse_attention.py", InverseAttentionBenchArgs, run, argv, about=ABOUT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ import torch
 from lsdo.checkpoint import load_clip
 from lsdo.data import synthetic
 from lsdo.data.synthetic import SMALL_COLOURS, SMALL_KINDS, SyntheticVideo
+from lsdo.errors import LSDOUserError
+from lsdo.options import option
 
 # ---------------------------------------------------------------------- the small object's exact pixels
 
@@ -272,52 +275,45 @@ def run_setting(
     return out
 
 
-ARGS = {
-    "ckpt": "an LSDO demo checkpoint (synthetic dataset) [required]",
-    "kernel": "LARD kernel in heatmap cells for the main rows (default 2; 8x8 grid of the 64-px tiny ViT; the demo's "
-    "ResNet tower has a 2x2 grid: use kernel=1)",
-    "ks": "comma-separated k of LARC (default 2,4,8)",
-    "draws": "random-box draws per frame for the chance level (default 50)",
-    "scale": "frame side / the encoder's input side (default 1; e.g. 3 ~ a 640-px COCO image seen by a 224-px CLIP)",
-    "small_radius": "small object's radius / frame side (default: the training value / scale, i.e. the small object "
-    "keeps its training pixel size in the full frame and the global view shrinks it scale times)",
-    "renders": "renderings of the test combinations to average over (default 1: the test split itself; more "
-    "renderings = more queries, a tighter estimate)",
-    "out": "optional JSON file for the results",
-}
+@dataclass
+class SyntheticBenchArgs:
+    ckpt: str = option("an LSDO demo checkpoint (synthetic dataset)")
+    kernel: int = option(
+        "LARD kernel in heatmap cells for the main rows (8x8 grid of the 64-px tiny ViT; the demo's ResNet tower has "
+        "a 2x2 grid: use kernel=1)",
+        2,
+        minimum=1,
+    )
+    ks: list[int] = option("k of LARC", [2, 4, 8])
+    draws: int = option("random-box draws per frame for the chance level", 50, minimum=1)
+    scale: int = option(
+        "frame side / the encoder's input side (e.g. 3 ~ a 640-px COCO image seen by a 224-px CLIP)", 1, minimum=1
+    )
+    small_radius: float | None = option(
+        "small object's radius / frame side (null: the training value / scale, i.e. the small object keeps its "
+        "training pixel size in the full frame and the global view shrinks it scale times)",
+        None,
+    )
+    renders: int = option(
+        "renderings of the test combinations to average over (1: the test split itself; more renderings = more "
+        "queries, a tighter estimate)",
+        1,
+        minimum=1,
+    )
+    out: str | None = option("a JSON file for the results", None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from lsdo.inverse_attention.cli_args import as_int, parse_kv, usage
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(usage("python bench/inverse_attention_synthetic.py", ARGS))
-        return 0
-    args = parse_kv(argv, ARGS, required=("ckpt",))
-    kernel, draws = as_int(args, "kernel", 2), as_int(args, "draws", 50)
-    ks = [int(k) for k in args.get("ks", "2,4,8").split(",") if k]
+def run(args: SyntheticBenchArgs) -> int:
+    kernel, draws, ks, scale, renders = args.kernel, args.draws, args.ks, args.scale, args.renders
     torch.set_grad_enabled(False)
-    model, tokenizer, saved = load_clip(args["ckpt"])
+    model, tokenizer, saved = load_clip(args.ckpt)
     size = int(
         model.visual.image_size[0] if isinstance(model.visual.image_size, (tuple, list)) else model.visual.image_size
     )
     dcfg = saved["dataset"]
     if str(dcfg.get("name")) != "synthetic":
-        print(
-            f"error: ckpt: {args['ckpt']} was trained on {dcfg.get('name')}, not the synthetic benchmark",
-            file=sys.stderr,
-        )
-        return 2
-    scale = as_int(args, "scale", 1)
-    if scale < 1:
-        print("error: scale: expected an integer >= 1", file=sys.stderr)
-        return 2
-    small_radius = float(args.get("small_radius", float(dcfg.get("small_radius", 0.07)) / scale))
-    renders = as_int(args, "renders", 1)
-    if renders < 1:
-        print("error: renders: expected an integer >= 1", file=sys.stderr)
-        return 2
+        raise LSDOUserError(f"ckpt: {args.ckpt} was trained on {dcfg.get('name')}, not the synthetic benchmark")
+    small_radius = args.small_radius if args.small_radius is not None else float(dcfg.get("small_radius", 0.07)) / scale
     splits = [test_split(dcfg, size * scale, small_radius, r) for r in range(renders)]
     videos, clips, tracks = splits[0]
     captions = [v.captions[0] for v in videos]
@@ -340,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
     settings.append(Setting("inverse attention, default LARD kernel 3", "inverse_attention", k=4, kernel=3))
     print(
-        f"checkpoint {args['ckpt']}: open_clip CLIP encoder only (plain cosine, max over frames x regions), "
+        f"checkpoint {args.ckpt}: open_clip CLIP encoder only (plain cosine, max over frames x regions), "
         f"{len(videos)} test videos x {clips.shape[1]} frames of {size * scale} px, {renders} rendering(s) (encoder "
         f"input {size} px; small "
         f"object radius {small_radius:.3f} of the side = {small_radius * size * scale:.1f} px); LARD kernel {kernel} "
@@ -390,12 +386,17 @@ def main(argv: list[str] | None = None) -> int:
     chance = synthetic.chance_r1(len(videos))
     bound = synthetic.large_only_r1_bound(len(videos))
     print(f"\nchance t2v R@1 {chance:.1f}%; a model seeing only the large object: at most {bound:.1f}% expected R@1")
-    if args.get("out"):
-        Path(args["out"]).write_text(json.dumps({"ckpt": args["ckpt"], "results": results}, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"ckpt": args.ckpt, "results": results}, indent=1))
     return 0
 
 
-if __name__ == "__main__":
-    from lsdo.cli import run_plain
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
 
-    sys.exit(run_plain(main))
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/inverse_attention_synthetic.py", SyntheticBenchArgs, run, argv, about=about)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,32 +25,41 @@ Killed at any point, the same command continues: finished steps are skipped (the
 exist) and an interrupted training run resumes from its ``last.ckpt`` (``ckpt_path=last``).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: tests load this file without registering it in sys.modules, and
+# dataclasses resolve string annotations through sys.modules (StudyArgs's types are plain runtime types here).
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from lsdo.errors import LSDOUserError
+from lsdo.options import option
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline", "shared", "average", "single")
 ATTENTIONS = ("bounded", "rescaled")
 METRICS = ("t2v/R1", "t2v/R5", "v2t/R1", "v2t/R5")
-ARGS = {
-    "dir": "study directory (default logs/study); everything the study writes lives there",
-    "seeds": "training seeds per configuration (default 3: seeds 0, 1, 2)",
-    "epochs": "stage-2 epochs per run (default: experiment=premise's trainer.max_epochs)",
-    "variants": f"comma-separated subset of {','.join(VARIANTS)} (default all)",
-    "attentions": f"comma-separated subset of {','.join(ATTENTIONS)} (default both)",
-    "boot": "bootstrap resamples for the intervals (default 10000)",
-    "skip_ia": "1: leave out the inverse-attention rows (default 0)",
-}
+
+
+@dataclass
+class StudyArgs:
+    dir: str = option("study directory; everything the study writes lives there", "logs/study")
+    seeds: int = option("training seeds per configuration (3: seeds 0, 1, 2)", 3, minimum=1)
+    epochs: int | None = option(
+        "stage-2 epochs per run (null: experiment=premise's trainer.max_epochs)", None, minimum=1
+    )
+    variants: list[str] = option(f"subset of {','.join(VARIANTS)}", list(VARIANTS))
+    attentions: list[str] = option(f"subset of {','.join(ATTENTIONS)}", list(ATTENTIONS))
+    boot: int = option("bootstrap resamples for the intervals", 10_000, minimum=1)
+    skip_ia: bool = option("leave out the inverse-attention rows", False)
 
 
 def configs(variants: list[str], attentions: list[str]) -> list[tuple[str, str]]:
@@ -75,7 +84,7 @@ def train(overrides: list[str], log: Path) -> None:
     with log.open("a") as fh:
         rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
     if rc != 0:
-        raise SystemExit(f"error: training failed (exit {rc}); its output: {log}")
+        raise LSDOUserError(f"training failed (exit {rc}); its output: {log}")
 
 
 def has_last(log_dir: Path, task: str) -> bool:
@@ -91,7 +100,7 @@ def stage1(study: Path) -> Path:
     resume = ["ckpt_path=last"] if has_last(study, "premise_stage1") else []
     train(["experiment=premise_stage1", f"paths.log_dir={study}", *resume], study / "stage1.log")
     if not ckpt.is_file():
-        raise SystemExit(f"error: stage 1 finished without writing {ckpt}; see {study / 'stage1.log'}")
+        raise LSDOUserError(f"stage 1 finished without writing {ckpt}; see {study / 'stage1.log'}")
     return ckpt
 
 
@@ -133,7 +142,7 @@ def stage2_run(study: Path, stage1_ckpt: Path, variant: str, attention: str, see
     train(overrides, run_dir / "train.log")
     runs = sorted((run_dir / "premise" / "runs").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise SystemExit(f"error: {tag}: no metrics.json; see {run_dir / 'train.log'}")
+        raise LSDOUserError(f"{tag}: no metrics.json; see {run_dir / 'train.log'}")
     metrics = json.loads(runs[-1].read_text())
     ranks = json.loads((runs[-1].parent / "test_ranks.json").read_text())
     result = {
@@ -161,9 +170,7 @@ def inverse_attention(study: Path, ckpt: Path) -> dict[str, Any]:
             with (study / "inverse_attention.log").open("a") as fh:
                 rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
             if rc != 0:
-                raise SystemExit(
-                    f"error: inverse attention (scale={scale}) failed; see {study / 'inverse_attention.log'}"
-                )
+                raise LSDOUserError(f"inverse attention (scale={scale}) failed; see {study / 'inverse_attention.log'}")
         out[f"x{scale}"] = json.loads(path.read_text())["results"]
     return out
 
@@ -321,25 +328,18 @@ def plot(s: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: StudyArgs) -> int:
     import platform
 
-    from lsdo.inverse_attention.cli_args import as_int, parse_kv, usage
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(usage("python bench/premise_study.py", ARGS))
-        return 0
-    args = parse_kv(argv, ARGS)
-    study = Path(args.get("dir", "logs/study")).resolve()
+    study = Path(args.dir).resolve()
+    seeds = list(range(args.seeds))
+    epochs = args.epochs
+    variants, attentions = args.variants, args.attentions
+    for key, given, known in (("variants", variants, VARIANTS), ("attentions", attentions, ATTENTIONS)):
+        bad = [v for v in given if v not in known]
+        if bad:
+            raise LSDOUserError(f"{key}: unknown {bad[0]!r}; expected a subset of {','.join(known)}")
     study.mkdir(parents=True, exist_ok=True)
-    seeds = list(range(as_int(args, "seeds", 3)))
-    epochs = as_int(args, "epochs", 0) or None
-    variants = [v for v in args.get("variants", ",".join(VARIANTS)).split(",") if v]
-    attentions = [a for a in args.get("attentions", ",".join(ATTENTIONS)).split(",") if a]
-    bad = [v for v in variants if v not in VARIANTS] + [a for a in attentions if a not in ATTENTIONS]
-    if bad:
-        raise SystemExit(f"error: unknown variant/attention {bad}; variants {VARIANTS}, attentions {ATTENTIONS}")
     rows = configs(variants, attentions)
     start = time.time()
 
@@ -349,9 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:  # seed-major: a partial study is balanced across configurations
         for variant, attention in rows:
             results.append(stage2_run(study, ckpt, variant, attention, seed, epochs))
-    ia = None if as_int(args, "skip_ia", 0) else inverse_attention(study, ckpt)
+    ia = None if args.skip_ia else inverse_attention(study, ckpt)
 
-    s = summarise(results, rows, as_int(args, "boot", 10_000))
+    s = summarise(results, rows, args.boot)
     from lsdo.config import compose
 
     meta = {
@@ -371,7 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from lsdo.cli import run_plain
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
 
-    sys.exit(run_plain(main))
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/premise_study.py", StudyArgs, run, argv, about=about)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 """Search a folder of ``lsdo-synth`` videos with free text: how often is the captioned video rank 1?
 
-    lsdo-synth --out /tmp/synth
+    lsdo-synth out=/tmp/synth
     python bench/search_synthetic.py ckpt=logs/demo/runs/<run>/checkpoints/best-epoch<N>.ckpt synth=/tmp/synth
 
 Builds an index of every video in ``<synth>/videos`` (train, val and test: 680 videos by default)
@@ -21,34 +21,49 @@ comes first, top 5 and top 10, for the full protocol and the prefilter. Two quer
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from lsdo.errors import LSDOUserError
+from lsdo.options import option
 
-def main(argv: list[str] | None = None) -> int:
+ANNOTATIONS = ("MSRVTT_JSFUSION_test.csv", "MSRVTT_data.json", "MSRVTT_train.9k.csv")
+
+
+@dataclass
+class SearchSyntheticArgs:
+    ckpt: str = option("a training checkpoint of the synthetic benchmark")
+    synth: str = option("an lsdo-synth output folder (its videos/ and MSR-VTT-style annotation files)")
+    index: str | None = option("the index folder, built there unless it exists (null: <synth>/index)", None)
+    num_frames: int = option("frames per video when building the index", 8, minimum=1)
+
+
+def run(args: SearchSyntheticArgs) -> int:
     from lsdo.checkpoint import load_model
+    from lsdo.cli.index import index_main
     from lsdo.retrieval.index import VideoIndex
-    from lsdo.retrieval.search_cli import index_main
 
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    synth = Path(args["synth"])
-    out = Path(args.get("index", str(synth / "index")))
-    num_frames = args.get("num_frames", "8")
+    synth = Path(args.synth)
+    missing = [n for n in ("videos", *ANNOTATIONS) if not (synth / n).exists()]
+    if missing:
+        raise LSDOUserError(f"synth: {synth} has no {missing[0]}; give a folder written by lsdo-synth out=DIR")
+    out = Path(args.index) if args.index is not None else synth / "index"
     if not (out / "index.json").exists():
         t0 = time.perf_counter()
         rc = index_main(
-            ["build", f"ckpt={args['ckpt']}", f"videos={synth / 'videos'}", f"out={out}", f"num_frames={num_frames}"]
+            ["build", f"ckpt={args.ckpt}", f"videos={synth / 'videos'}", f"out={out}", f"num_frames={args.num_frames}"]
         )
         if rc:
             return rc
         print(f"index built in {time.perf_counter() - t0:.1f} s")
-    model, _ = load_model(args["ckpt"])
+    model, _ = load_model(args.ckpt)
     index = VideoIndex.load(out)
-    import json
-
     with open(synth / "MSRVTT_JSFUSION_test.csv") as f:
         rows = list(csv.DictReader(f))
     carriers: dict[str, set[str]] = {}
@@ -91,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(f"| {qname} | {label} | {hit[1]:.1f}% | {hit[5]:.1f}% | {hit[10]:.1f}% | {ms:.1f} |")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
+
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/search_synthetic.py", SearchSyntheticArgs, run, argv, about=about)
 
 
 if __name__ == "__main__":

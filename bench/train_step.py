@@ -1,33 +1,47 @@
 """Training-step time and peak memory: batch 32 x 12 frames.
 
     python bench/train_step.py                      # tiny model on CPU (what CI machines have)
-    python bench/train_step.py --model clip_b32     # ViT-B/32, bf16 on a GPU when one is present
+    python bench/train_step.py model=clip_b32       # ViT-B/32, bf16 on a GPU when one is present (= --model clip_b32)
 
-Reports the median step time (forward + backward + AdamW step) over ``--steps`` measured steps
-after ``--warmup`` steps, and the peak memory (CUDA max allocated on GPU, peak RSS on CPU), for
+Reports the median step time (forward + backward + AdamW step) over ``steps`` measured steps
+after ``warmup`` steps, and the peak memory (CUDA max allocated on GPU, peak RSS on CPU), for
 each variant side by side, with the baseline's time as the reference ratio.
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import resource
 import statistics
+import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from lsdo.config import compose
 from lsdo.loss import symmetric_infonce
 from lsdo.model import build_model
+from lsdo.options import option
+
+
+@dataclass
+class TrainStepArgs:
+    model: str = option("model preset", "tiny", choices=("tiny", "clip_b32"))
+    batch: int = option("videos per step", 32, minimum=1)
+    frames: int = option("frames per video", 12, minimum=1)
+    steps: int = option("measured steps", 5, minimum=1)
+    warmup: int = option("steps before the measured ones", 2, minimum=0)
+    variants: list[str] = option("variants to time", ["baseline", "shared", "average", "single"])
+    fp32: bool = option("no bf16 autocast on GPU", False)
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_variant(variant: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+def bench_variant(variant: str, args: TrainStepArgs, device: torch.device) -> dict[str, float]:
     overrides = [f"model={args.model}", f"variant={variant}"]
     if args.model == "clip_b32":
         overrides.append("model.pretrained=null")
@@ -61,16 +75,7 @@ def bench_variant(variant: str, args: argparse.Namespace, device: torch.device) 
     return {"step_s": statistics.median(times), "peak_mb": peak}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", choices=["tiny", "clip_b32"])
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--frames", type=int, default=12)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--variants", default="baseline,shared,average,single")
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
-    args = p.parse_args()
+def run(args: TrainStepArgs) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     where = (
         torch.cuda.get_device_name()
@@ -85,12 +90,20 @@ def main() -> None:
     print("| variant | step time (s) | ratio to baseline | peak memory (MiB) |")
     print("|---|---|---|---|")
     base = None
-    for v in args.variants.split(","):
+    for v in args.variants:
         r = bench_variant(v, args, device)
         base = base or r["step_s"]
         mem = "GPU max allocated" if device.type == "cuda" else "process peak RSS"
         print(f"| {v} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x | {r['peak_mb']:.0f} ({mem}) |")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lsdo.cli.common import run_tool
+
+    about = (__doc__ or "").split("\n\n")[0]
+    return run_tool("python bench/train_step.py", TrainStepArgs, run, argv, about=about)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from lsdo.config import upgrade
 from lsdo.errors import LSDOUserError
 from lsdo.model import LSDOModel, build_model
 
@@ -71,11 +72,11 @@ def read_checkpoint(path: str | Path, what: str = "ckpt") -> dict[str, Any]:
 
 
 def saved_config(ckpt: dict[str, Any], path: str | Path, what: str = "ckpt") -> dict[str, Any]:
-    """The run config a training checkpoint carries (its ``hyper_parameters["cfg"]``)."""
+    """The run config a training checkpoint carries (its ``hyper_parameters["cfg"]``), upgraded to today's keys."""
     cfg = (ckpt.get("hyper_parameters") or {}).get("cfg")
     if not isinstance(cfg, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise LSDOUserError(f"{what}: {path} is not an LSDO training checkpoint (no saved config or state dict)")
-    return cfg
+    return upgrade(cfg)  # keys added since it was saved, with the values that reproduce it (lsdo.config.LEGACY)
 
 
 def load_checkpoint(path: str | Path, what: str = "ckpt") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

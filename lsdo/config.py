@@ -65,6 +65,51 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> D
 
 
 # ---------------------------------------------------------------------------------------------
+# Configs saved before a key existed
+# ---------------------------------------------------------------------------------------------
+
+# Keys added after the first release (2026-11-23 12:23), with the value that reproduces how a config
+# saved before the key existed behaved: what its absence meant, which is not always today's default
+# (the YAML holds those). ``upgrade`` fills them in every saved config (``lsdo.checkpoint.saved_config``)
+# and in configs given to ``build_model``; the code then reads every key directly.
+# key -> (value, the dataset names it applies to; None: every config with that section)
+LEGACY: dict[str, tuple[object, tuple[str, ...] | None]] = {
+    "variant.frame_attention": ("rescaled", None),  # the form until 2026-12-02 (bounded is the default since)
+    "dataset.train_sampling": ("rand", None),  # added 2026-12-02; rand was the only sampling before
+    "dataset.small_radius": (0.07, ("synthetic",)),  # added 2026-11-23 13:46 (YAML 0.1 since)
+    "dataset.fresh_renders": (False, ("synthetic",)),
+    "dataset.hard_negative_group": (0, ("synthetic",)),
+    "dataset.small_caption_prob": (1.0, ("synthetic",)),  # added 2026-12-02; every caption named both objects
+    "inference.mode": ("full", None),  # the inference keys arrived 2026-11-23 15:06; before: full, exact
+    "inference.method": ("gram", None),
+    "inference.prefilter_k": (100, None),
+    "inference.dsl": (False, None),
+    "inference.dsl_temperature": (0.01, None),
+}
+
+
+def upgrade(cfg: DictConfig | dict) -> DictConfig | dict:
+    """``cfg`` with every :data:`LEGACY` key it lacks filled in (where its section exists); same type back."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    missing = "__lsdo_missing__"
+    changed = False
+    for key, (value, datasets) in LEGACY.items():
+        section = key.split(".", 1)[0]
+        if section not in node or not isinstance(node[section], DictConfig):
+            continue
+        if datasets is not None and OmegaConf.select(node, "dataset.name", default=None) not in datasets:
+            continue
+        if OmegaConf.select(node, key, default=missing, throw_on_resolution_failure=False) == missing:
+            if not changed and not isinstance(cfg, DictConfig):
+                node = OmegaConf.create(cfg)  # a copy: the caller's dict stays as it was
+            changed = True
+            OmegaConf.update(node, key, value, force_add=True)
+    if isinstance(cfg, DictConfig) or not changed:
+        return node if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.to_container(node)  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
 # Validation of the values users type: one line naming the key, before any work starts.
 # ---------------------------------------------------------------------------------------------
 
@@ -122,7 +167,8 @@ def _bad_value(key: str, value: object, kind: str, minimum: float) -> str | None
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the types and ranges of the keys users set most; raise a one-line ``ConfigError``.
+    """Check that every key is known and of its type (:mod:`lsdo.schema`), and the ranges of the keys users
+    set most; raise a one-line ``ConfigError``.
 
     Resolves each checked key (so an interpolation error names its key too). Keys a config does
     not have (e.g. ``dataset.clip_len`` of a video dataset) are skipped.
@@ -130,7 +176,9 @@ def validate(cfg: DictConfig) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from lsdo.errors import ConfigError
+    from lsdo.schema import check
 
+    check(cfg)  # every key declared (lsdo/schema.py), every value of its type
     for key, (kind, minimum, nullable) in _CHECKS.items():
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)

@@ -75,7 +75,7 @@ def check_compatible(saved: DictConfig, cfg: DictConfig, given: set[str] | None 
     model, whatever the preset file says today.
     """
     impl = cfg.get("impl")
-    if impl is not None and str(impl) != str(saved.get("impl", "paper")):
+    if impl is not None and str(impl) != str(saved["impl"]):
         raise LSDOUserError(f"impl={impl} given, but the checkpoint was trained with impl={saved.get('impl', 'paper')}")
     for group in ("variant", "model"):
         chosen = cfg.get(group)
@@ -163,7 +163,7 @@ def merge_eval_config(saved: dict[str, Any], cfg: DictConfig, given: set[str] | 
 
 
 def protocol_label(inference: Any) -> str:
-    mode = canonical_mode(str(inference.get("mode", "full")))
+    mode = canonical_mode(str(inference["mode"]))
     label = "full protocol" if mode == "full" else f"fast (prefilter k={inference.get('prefilter_k', 100)})"
     if inference.get("dsl"):
         label += ", DSL post-processing (transductive)"

@@ -161,19 +161,17 @@ class LSDOLitModule(L.LightningModule):
         ``inference.dsl=true`` applies dual softmax (transductive; labelled in every output).
         """
         inf = self.cfg.get("inference") or {}
-        chunk = int(inf.get("chunk_size", 256))
-        mode = canonical_mode(str(inf.get("mode", "full")))
+        chunk = int(inf["chunk_size"])
+        mode = canonical_mode(str(inf["mode"]))
         if mode == "full":
-            sims = similarity_matrix(self.model, text, video, chunk_size=chunk, method=str(inf.get("method", "gram")))
+            sims = similarity_matrix(self.model, text, video, chunk_size=chunk, method=str(inf["method"]))
         elif mode == "prefilter":
-            sims = fast_similarity(
-                self.model, text, video, prefilter_k=int(inf.get("prefilter_k", 100)), chunk_size=chunk
-            )
+            sims = fast_similarity(self.model, text, video, prefilter_k=int(inf["prefilter_k"]), chunk_size=chunk)
         else:
             raise ConfigError(f"inference.mode: expected full | prefilter (or fast = prefilter), got '{mode}'")
         sims = sims.float()
-        if bool(inf.get("dsl", False)):
-            sims = dual_softmax(sims, float(inf.get("dsl_temperature", 0.01)))
+        if bool(inf["dsl"]):
+            sims = dual_softmax(sims, float(inf["dsl_temperature"]))
         return sims
 
     def _eval_end(self, prefix: str) -> dict[str, float]:

@@ -196,7 +196,7 @@ def measure_premise(ckpt: str | Path, renders: int = 4) -> dict[str, Any]:
     random_visual = build_from_config(saved).encoder.clip.visual.eval()
     return {
         "ckpt": str(ckpt),
-        "small_caption_prob": float(dcfg.get("small_caption_prob", 1.0)),
+        "small_caption_prob": float(dcfg["small_caption_prob"]),
         "frames": {"train": int(train[0].shape[0]), "test": int(test[0].shape[0])},
         "encoder": measure_encoder(visual, train, test),
         "random_init": measure_encoder(random_visual, train, test),

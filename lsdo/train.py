@@ -226,7 +226,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     dm = build_datamodule(cfg, image_size_of(cfg.model), report_dir=out)
     check_accelerator(str(cfg.trainer.accelerator))
     ckpt_path = resolve_ckpt_path(cfg)
-    training = bool(cfg.get("train", True))
+    training = bool(cfg.train)
     if training:
         warn_random_init_at_fine_tuning_rate(cfg)
     lit = LSDOLitModule(OmegaConf.to_container(cfg, resolve=True))
@@ -267,7 +267,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["val"] = lit.results.get("val", {})
         results["global_step"] = int(trainer.global_step)
         results["epochs"] = int(trainer.current_epoch)
-    if cfg.get("test", True):
+    if cfg.test:
         best = best_cb.best_model_path if training else ckpt_path
         which = best if (best and not cfg.trainer.get("fast_dev_run")) else None
         trainer.test(lit, datamodule=dm, ckpt_path=which, verbose=False, **_fit_kwargs())

@@ -68,7 +68,7 @@ def load_test_set(cfg: DictConfig, image_size: int, out: Path) -> tuple[Any, lis
     """(items, captions [T], text_to_item [T], loader threads, label) of ``cfg.dataset``'s test set."""
     d = cfg.dataset
     name = str(d.name)
-    threads = max(0, int(d.get("num_workers", 0) or 0))
+    threads = max(0, int(d["num_workers"]))
     if name == "coco":
         from lsdo.data.coco import load_coco
 
@@ -143,7 +143,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg`` (configs/zeroshot.yaml) and write the reports; returns the metrics."""
     from lsdo.inverse_attention.zero_shot import evaluate_zero_shot
     from lsdo.reporting import format_metrics_table
+    from lsdo.schema import SECTIONS, ZeroShotInference, check
 
+    check(cfg, {**SECTIONS, "inference": ZeroShotInference})  # misspelt keys named before any work
     out = output_dir_of(cfg)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(str(cfg.inference.device), "inference.device")

@@ -265,12 +265,20 @@ def test_large_only_oracle_stays_below_ten_times_chance(seed: int, test_combos: 
     assert mean_r1 > 5 * S.chance_r1(test_combos)
 
 
-def test_fresh_renders_are_new_videos_of_the_same_combination() -> None:
+def _synthetic(values: dict):
+    """configs/dataset/synthetic.yaml with ``values`` set (every other key as the YAML says)."""
     from omegaconf import OmegaConf
+
+    from lsdo.config import compose
+
+    return OmegaConf.merge(compose(["dataset=synthetic"]).dataset, values)
+
+
+def test_fresh_renders_are_new_videos_of_the_same_combination() -> None:
 
     from lsdo.data.datamodule import ClipTrainDataset, FreshRenderTrainDataset, SyntheticDataModule
 
-    dcfg = OmegaConf.create(
+    dcfg = _synthetic(
         {
             "seed": 0,
             "val_combos": 2,
@@ -301,7 +309,6 @@ def test_fresh_renders_are_new_videos_of_the_same_combination() -> None:
 
 
 def test_hard_negative_batches_share_the_large_object() -> None:
-    from omegaconf import OmegaConf
 
     from lsdo.data.datamodule import SyntheticDataModule
 
@@ -320,7 +327,7 @@ def test_hard_negative_batches_share_the_large_object() -> None:
         "image_size": 16,
         "fresh_renders": True,
     }
-    dm = SyntheticDataModule(OmegaConf.create({**base, "hard_negative_group": 4}), image_size=16)
+    dm = SyntheticDataModule(_synthetic({**base, "hard_negative_group": 4}), image_size=16)
     loader = dm.train_dataloader()
     videos = dm._split("train")[0]
     order = [i for i, _ in loader.sampler]
@@ -328,7 +335,7 @@ def test_hard_negative_batches_share_the_large_object() -> None:
     # (38 items per kind here: 9 full runs + 2) and the short runs come last, so the first 9 * 9 windows are full
     runs = [order[j : j + 4] for j in range(0, 4 * 81, 4)]
     assert all(len({videos[i].big for i in r}) == 1 and len({videos[i].small for i in r}) == 4 for r in runs), runs
-    plain = [i for i, _ in SyntheticDataModule(OmegaConf.create(base), image_size=16).train_dataloader().sampler]
+    plain = [i for i, _ in SyntheticDataModule(_synthetic(base), image_size=16).train_dataloader().sampler]
     same_big = lambda o: sum(videos[a].big == videos[b].big for a, b in zip(o[:-1], o[1:], strict=True))  # noqa: E731
     assert same_big(order) > 2 * same_big(plain)
     assert sorted(order) == sorted(plain) == list(range(len(videos)))

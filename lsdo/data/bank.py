@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsdo.data.annotations import DEFAULT_FILES
 from lsdo.errors import ConfigError, LSDOUserError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def msrvtt_categories(ann_dir: str | Path, files: Mapping[str, str] | None = None) -> dict[str, int]:
     """``{video_id: category}`` from the ``videos`` list of ``MSRVTT_data.json`` (empty if it has none)."""
-    name = (files or {}).get("data_json", "MSRVTT_data.json")
+    name = (files or {}).get("data_json") or DEFAULT_FILES["msrvtt"]["data_json"]
     path = Path(name) if Path(name).is_absolute() else Path(ann_dir) / name
     if not path.is_file():
         return {}

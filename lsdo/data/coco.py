@@ -265,14 +265,14 @@ def _as_list(value: Any) -> list[Any]:
 def load_coco(dcfg: Any, report_dir: str | Path | None = None) -> ImageTextSplit:
     """The images and captions selected by ``dataset.*`` (see the module docstring), files resolved and checked."""
     root = Path(str(dcfg.get("root") or "."))
-    on_missing = str(dcfg.get("on_missing", "error"))
-    on_empty = str(dcfg.get("on_empty_caption", "error"))
+    on_missing = str(dcfg["on_missing"])
+    on_empty = str(dcfg["on_empty_caption"])
     for key, value in (("on_missing", on_missing), ("on_empty_caption", on_empty)):
         if value not in ("error", "skip"):
             raise ConfigError(f"dataset.{key}: expected error | skip, got '{value}'")
     image_dir = _resolve(root, dcfg.get("image_dir")) or root / "images"
     denseset = _resolve(root, dcfg.get("denseset"))
-    split = str(dcfg.get("split", "test"))
+    split = str(dcfg["split"])
     if denseset is not None:
         images, name, label = read_denseset(denseset), "denseset", f"Dense-Set {denseset.name}"
     else:

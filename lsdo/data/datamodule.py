@@ -154,7 +154,7 @@ class SyntheticDataModule(L.LightningDataModule):
             "persistent_workers": int(d.num_workers) > 0,
         }
         if train:
-            group = int(d.get("hard_negative_group", 0))
+            group = int(d["hard_negative_group"])
             videos = self._split("train")[0] if group else []  # hard negatives: group by the large object's kind
             kw["sampler"] = EpochSampler(
                 len(dataset),
@@ -170,8 +170,8 @@ class SyntheticDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         videos, clips = self._split("train")
         n, sampling = int(self.dcfg.num_frames), train_sampling(self.dcfg)
-        p = float(self.dcfg.get("small_caption_prob", 1.0))  # < 1: most captions name the large object alone
-        if bool(self.dcfg.get("fresh_renders", False)):
+        p = float(self.dcfg["small_caption_prob"])  # < 1: most captions name the large object alone
+        if bool(self.dcfg["fresh_renders"]):
             return self._loader(FreshRenderTrainDataset(videos, self.render_kw(), n, sampling, p), True)
         captions = [synthetic.training_captions(v, p) for v in videos]
         return self._loader(ClipTrainDataset(clips, captions, n, sampling), True)

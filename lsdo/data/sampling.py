@@ -39,7 +39,7 @@ def train_sampling(dcfg: Any) -> str:
     The default lives in configs/train.yaml (``rand``); a dataset config built by hand without the
     key (or saved before it existed) trains with ``rand``, as every run did before the key.
     """
-    mode = str(dcfg.get("train_sampling", "rand"))
+    mode = str(dcfg["train_sampling"])
     if mode not in SAMPLE_MODES:
         raise ConfigError(f"dataset.train_sampling: expected rand | uniform, got '{mode}'")
     return mode

@@ -267,9 +267,6 @@ def render(
     return out, info
 
 
-LEGACY_SMALL_RADIUS = 0.07  # configs saved before ``dataset.small_radius`` existed rendered at this radius
-
-
 def render_settings(dcfg: Any, size: int) -> dict[str, Any]:
     """Keyword arguments of :func:`render` from a synthetic dataset config (``configs/dataset/synthetic.yaml``)
     at frame side ``size``: the one translation from config keys to rendering arguments."""
@@ -278,7 +275,7 @@ def render_settings(dcfg: Any, size: int) -> dict[str, Any]:
         "size": int(size),
         "small_visible_frac": float(dcfg["small_visible_frac"]),
         "distractors": int(dcfg["distractors"]),
-        "small_radius": float(dcfg.get("small_radius", LEGACY_SMALL_RADIUS)),
+        "small_radius": float(dcfg["small_radius"]),
     }
 
 

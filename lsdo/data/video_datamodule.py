@@ -222,7 +222,7 @@ class VideoDataModule(L.LightningDataModule):
         self.ann_dir = Path(str(dcfg.get("ann_dir") or root))
         self.video_dir = Path(str(dcfg.get("video_dir") or root / "videos"))
         self.splits: dict[str, VideoSplit] = {}
-        self.backend = str(dcfg.get("decode_backend", "auto"))
+        self.backend = str(dcfg["decode_backend"])
 
     # ------------------------------------------------------------------ annotations
     def _files(self) -> dict[str, str]:
@@ -235,9 +235,9 @@ class VideoDataModule(L.LightningDataModule):
             self.name,
             split,
             self.ann_dir,
-            train_split=str(d.get("train_split", "9k")),
+            **({"train_split": str(d["train_split"])} if "train_split" in d else {}),  # MSR-VTT only
             files=self._files(),
-            on_empty_caption=str(d.get("on_empty_caption", "error")),
+            on_empty_caption=str(d["on_empty_caption"]),
         )
 
     def _split_records(self) -> dict[str, list[Record]]:
@@ -246,7 +246,7 @@ class VideoDataModule(L.LightningDataModule):
         try:
             out["val"] = self._records("val")
         except NoSplitError:
-            n_val = int(self.dcfg.get("val_videos", 0) or 0)
+            n_val = int(self.dcfg["val_videos"])
             ids = list(dict.fromkeys(r.video_id for r in out["train"]))
             if n_val <= 0 or n_val >= len(ids):
                 if not self.select_on_test:
@@ -284,18 +284,18 @@ class VideoDataModule(L.LightningDataModule):
                 split,
                 records[split],
                 self.video_dir,
-                on_missing=str(d.get("on_missing", "error")),
-                on_corrupt=str(d.get("on_corrupt", "error")),
-                probe=bool(d.get("probe_videos", True)),
+                on_missing=str(d["on_missing"]),
+                on_corrupt=str(d["on_corrupt"]),
+                probe=bool(d["probe_videos"]),
                 backend=self.backend,
-                workers=max(2, int(d.get("num_workers", 0) or 0)),
+                workers=max(2, int(d["num_workers"])),
                 report_dir=self.report_dir,
             )
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         d = self.dcfg
-        workers = int(d.num_workers)
+        workers = int(d["num_workers"])
         kw: dict[str, Any] = {
             "batch_size": int(d.batch_size),
             "num_workers": workers,
@@ -318,13 +318,13 @@ class VideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         d = self.dcfg
-        transform = build_transform(self.image_size, train=True, augment=bool(d.get("augment", True)))
+        transform = build_transform(self.image_size, train=True, augment=bool(d["augment"]))
         ds = VideoTrainDataset(
             self.splits["train"],
             int(d.num_frames),
             transform,
-            unit=str(d.get("train_unit", "caption")),
-            on_corrupt=str(d.get("on_corrupt", "error")),
+            unit=str(d["train_unit"]),
+            on_corrupt=str(d["on_corrupt"]),
             backend=self.backend,
             sampling=train_sampling(d),
         )

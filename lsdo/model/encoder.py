@@ -18,7 +18,6 @@ built as ``base_arch`` (GELU) with a warning; ``model.arch=ViT-B-32-quickgelu`` 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import zipfile
 from collections.abc import Iterator
@@ -79,7 +78,7 @@ def _choose_arch(cfg: Any) -> ArchChoice:
     """The open_clip architecture for ``cfg`` (``model.arch`` wins when given)."""
     if cfg.get("arch"):
         return ArchChoice(str(cfg.arch), "given by model.arch")
-    base = str(cfg.get("base_arch", "ViT-B-32"))
+    base = str(cfg["base_arch"])
     pretrained = cfg.get("pretrained")
     quick = f"{base}-quickgelu"
     if pretrained is None:
@@ -208,11 +207,10 @@ def create_clip(cfg: Any, keys: WeightKeys = MODEL_KEYS) -> tuple[nn.Module, Any
             embed_dim=kw["embed_dim"],
             vision_cfg=open_clip.model.CLIPVisionCfg(**kw["vision_cfg"]),
             text_cfg=open_clip.model.CLIPTextCfg(**kw["text_cfg"]),
-            quick_gelu=kw.get("quick_gelu", False),
-            init_logit_scale=float(kw.get("init_logit_scale", math.log(1 / 0.07))),
-        )
+            **{k: v for k, v in kw.items() if k not in ("embed_dim", "vision_cfg", "text_cfg")},  # open_clip's defaults
+        )  # for the keys clip_cfg leaves out (quick_gelu, init_logit_scale, ...)
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=kw["text_cfg"]["context_length"])
-        act = "QuickGELU" if kw.get("quick_gelu", False) else "GELU"
+        act = "QuickGELU" if kw.get("quick_gelu") else "GELU"  # open_clip: GELU unless quick_gelu
         log.info("CLIP: inline model.clip_cfg (%s activation), random initialisation", act)
         return clip, tokenizer
 

@@ -52,7 +52,6 @@ from lsdo.errors import ConfigError
 from lsdo.model.layers import identity_linear
 
 FRAME_ATTENTION = ("bounded", "rescaled")
-LEGACY_FRAME_ATTENTION = "rescaled"  # what a saved config without variant.frame_attention was trained with
 
 
 class FrameObjectAttention(nn.Module):

@@ -29,9 +29,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from lsdo.config import upgrade
 from lsdo.errors import ConfigError
 from lsdo.model.base import MAX_LOGIT_SCALE, LSDOModel, TextFeatures, as_node
-from lsdo.model.frame_lsdo import LEGACY_FRAME_ATTENTION, FrameObjectAttention
+from lsdo.model.frame_lsdo import FrameObjectAttention
 from lsdo.model.frame_proj import build_frame_proj
 from lsdo.model.fusion import fuse
 from lsdo.model.official import OfficialLSDOModel
@@ -65,28 +66,22 @@ class PaperLSDOModel(LSDOModel):
 
     def build_heads(self, model_cfg: DictConfig, variant_cfg: DictConfig, dim: int) -> None:
         baseline = self.variant == "baseline"
-        self.use_frame_features = bool(model_cfg.get("use_frame_features", True))
-        self.use_video_lsdo = bool(model_cfg.get("use_video_lsdo", True)) and not baseline
-        self.use_frame_lsdo = bool(model_cfg.get("use_frame_lsdo", True)) and not baseline
-        self.use_text_lsdo = bool(model_cfg.get("use_text_lsdo", True)) and not baseline
+        self.use_frame_features = bool(model_cfg.use_frame_features)
+        self.use_video_lsdo = bool(model_cfg.use_video_lsdo) and not baseline
+        self.use_frame_lsdo = bool(model_cfg.use_frame_lsdo) and not baseline
+        self.use_text_lsdo = bool(model_cfg.use_text_lsdo) and not baseline
         if self.use_frame_lsdo and not self.use_video_lsdo:
             raise ConfigError("model.use_frame_lsdo=true needs model.use_video_lsdo=true (F attends to V)")
         if not self.use_frame_features and not self.use_video_lsdo:
             raise ConfigError("model.use_frame_features=false needs LSDO features (model.use_video_lsdo=true)")
-        self.alpha = float(model_cfg.get("alpha", 0.8))
-        self.frame_proj = build_frame_proj(str(model_cfg.get("frame_proj", "fc")), dim)
+        self.alpha = float(model_cfg.alpha)
+        self.frame_proj = build_frame_proj(str(model_cfg.frame_proj), dim)
         self.video_lsdo = build_video_lsdo(variant_cfg, dim) if self.use_video_lsdo else None
-        self.frame_lsdo = (
-            FrameObjectAttention(dim, str(variant_cfg.get("frame_attention", LEGACY_FRAME_ATTENTION)))
-            if self.use_frame_lsdo
-            else None
-        )
+        self.frame_lsdo = FrameObjectAttention(dim, str(variant_cfg.frame_attention)) if self.use_frame_lsdo else None
         # Without the frame-level block (ablation rows 3-4) every frame receives Norm(f_s).
         self.video_norm = nn.LayerNorm(dim) if self.use_video_lsdo and not self.use_frame_lsdo else None
         self.text_lsdo = (
-            TextPrototypes(dim, int(model_cfg.get("num_prototypes", 20)), float(model_cfg.get("gamma", 0.8)))
-            if self.use_text_lsdo
-            else None
+            TextPrototypes(dim, int(model_cfg.num_prototypes), float(model_cfg.gamma)) if self.use_text_lsdo else None
         )
         self.xpool = PaperXPool(dim)
 
@@ -132,8 +127,8 @@ MODEL_CLASSES: dict[str, type[LSDOModel]] = {"paper": PaperLSDOModel, "official"
 
 def build_model(cfg: Any) -> LSDOModel:
     """The model class of ``cfg.impl`` (paper | official), built from a composed config (or a checkpoint's)."""
-    cfg = as_node(cfg)
-    impl = str(cfg.get("impl", "paper"))
+    cfg = upgrade(as_node(cfg))  # a config saved before a key existed: the value it meant (lsdo.config.LEGACY)
+    impl = str(cfg.impl)
     if impl not in MODEL_CLASSES:
         raise ConfigError(f"impl: expected paper | official, got '{impl}'")
     return MODEL_CLASSES[impl](cfg.model, cfg.variant)

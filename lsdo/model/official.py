@@ -129,9 +129,9 @@ class OfficialLSDOModel(LSDOModel):
         self.use_text_lsdo = False
         self.text_lsdo = None
         self.video_lsdo = build_video_lsdo(variant_cfg, dim, trainable_bank=False) if self.variant == "shared" else None
-        self.scene = OfficialSceneAttention(dim, dropout=float(model_cfg.get("dropout", 0.3)))
+        self.scene = OfficialSceneAttention(dim, dropout=float(model_cfg.dropout))
         self.official_fusion = OfficialFusion()
-        self.xpool = OfficialXPool(dim, dropout=float(model_cfg.get("dropout", 0.3)))
+        self.xpool = OfficialXPool(dim, dropout=float(model_cfg.dropout))
 
     def project_frames(self, f_v: torch.Tensor) -> torch.Tensor:
         """The raw CLIP frame embeddings: no Eq. 2 FC."""

@@ -194,7 +194,7 @@ def build_video_lsdo(variant, dim: int, trainable_bank: bool = True) -> nn.Modul
         return None
     if name == "shared":
         return SharedLSDO(
-            dim, m=int(variant.m), init=str(variant.init), bank_path=variant.get("bank_path"), trainable=trainable_bank
+            dim, m=int(variant.m), init=str(variant.init), bank_path=variant.bank_path, trainable=trainable_bank
         )
     if name == "average":
         return AverageLSDO(dim)
@@ -209,6 +209,6 @@ def build_video_lsdo(variant, dim: int, trainable_bank: bool = True) -> nn.Modul
             learnable_threshold=bool(variant.learnable_threshold),
             select_frame=int(variant.select_frame),
             num_segments=int(variant.num_segments),
-            ste_temperature=float(variant.get("ste_temperature", 0.1)),
+            ste_temperature=float(variant.ste_temperature),
         )
     raise ConfigError(f"variant.name: expected baseline | shared | average | single | regions, got '{name}'")
