@@ -76,13 +76,13 @@ class SmallObjectTrack:
 
 def small_object_track(
     video: SyntheticVideo,
-    num_frames: int = 16,
-    size: int = 64,
-    small_visible_frac: float = 0.6,
-    distractors: int = 3,
-    small_radius: float = 0.07,
+    num_frames: int,
+    size: int,
+    small_visible_frac: float,
+    distractors: int,
+    small_radius: float,
 ) -> SmallObjectTrack:
-    """The small object of ``synthetic.render(video, ...)`` (same arguments and defaults), pixel-exact.
+    """The small object of ``synthetic.render(video, ...)`` (same arguments), pixel-exact.
 
     Taken from the renderer itself (``render(..., details=True)``), so the positions are the rendered ones, not
     estimates. The large object is drawn after the small one: the pixels it covers are not in ``pixels``.

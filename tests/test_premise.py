@@ -63,7 +63,7 @@ def test_small_caption_prob_out_of_range_is_one_line(bad: float) -> None:
 
 def test_render_details_give_the_large_objects_pixels() -> None:
     video = synthetic.make_split("test")[0]
-    frames, info = synthetic.render(video, num_frames=4, size=64, details=True)
+    frames, info = synthetic.render(video, 4, 64, 0.6, 3, 0.07, details=True)  # the settings it was written with
     colour = np.array(synthetic.BIG_COLOURS[synthetic.BIG_KINDS[video.big][0]])
     for t in range(4):
         mask = info["big_pixels"][t]

@@ -409,7 +409,10 @@ def test_zero_shot_video_files_msrvtt_layout(tmp_path: Path) -> None:
 RENDER_ARGS = {"num_frames": 16, "size": 64, "small_visible_frac": 0.8, "distractors": 2, "small_radius": 0.1}
 
 
-@pytest.mark.parametrize("args", [{}, RENDER_ARGS])  # render()'s defaults and the dataset config's values
+FORMER_DEFAULTS = {"num_frames": 16, "size": 64, "small_visible_frac": 0.6, "distractors": 3, "small_radius": 0.07}
+
+
+@pytest.mark.parametrize("args", [FORMER_DEFAULTS, RENDER_ARGS])  # render()'s former defaults, the dataset config
 def test_small_object_track_is_pixel_exact(args: dict) -> None:
     bench = _bench("inverse_attention_synthetic")
     videos = synthetic.make_split("test", 0, 20, 60, 1)[:12]

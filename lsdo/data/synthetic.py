@@ -184,14 +184,17 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
 
 def render(
     video: SyntheticVideo,
-    num_frames: int = 16,
-    size: int = 64,
-    small_visible_frac: float = 0.6,
-    distractors: int = 3,
-    small_radius: float = 0.07,
+    num_frames: int,
+    size: int,
+    small_visible_frac: float,
+    distractors: int,
+    small_radius: float,
     details: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
     """Render a video as uint8 frames [num_frames, 3, size, size].
+
+    Every rendering setting is given (no defaults here: the benchmark's values are
+    configs/dataset/synthetic.yaml, turned into these arguments by :func:`render_settings`).
 
     ``small_radius``: the small object's radius as a fraction of the frame side (+-15% per video);
     the large object's radius is 0.20-0.26 of the side.
