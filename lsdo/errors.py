@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 
 class LSDOUserError(Exception):
@@ -28,3 +31,15 @@ def run_plain(fn: Callable[[], int]) -> int:
     except LSDOUserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def read_json_file(path: str | Path, key: str) -> Any:
+    """The JSON document at ``path``, a file the user named with ``key``; a missing file or invalid JSON is a
+    one-line :class:`LSDOUserError` naming the key and the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise LSDOUserError(f"{key}: file not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LSDOUserError(f"{key}: {p} is not valid JSON ({exc})") from None

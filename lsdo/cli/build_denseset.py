@@ -8,18 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lsdo.cli.common import run_tool
-from lsdo.errors import LSDOUserError
+from lsdo.errors import read_json_file
 from lsdo.inverse_attention.denseset import DensesetOptions, build_denseset
 
 
 def denseset(opts: DensesetOptions) -> int:
     path = Path(opts.instances)
-    if not path.is_file():
-        raise LSDOUserError(f"instances: file not found: {path}")
-    try:
-        instances = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LSDOUserError(f"instances: {path} is not valid JSON ({exc})") from None
+    instances = read_json_file(path, "instances")
     result = build_denseset(
         instances,
         fraction=opts.fraction,

@@ -20,19 +20,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lsdo.errors import ConfigError, LSDOUserError
+from lsdo.errors import ConfigError, LSDOUserError, read_json_file
 from lsdo.model.layers import identity_linear
 
 
 def read_bank_file(path: str | Path, dim: int | None = None) -> tuple[list[str], torch.Tensor]:
     """Read a shared-bank JSON file ``{"videos": [m ids], "features": [m x d floats]}``."""
     p = Path(path)
-    if not p.is_file():
-        raise LSDOUserError(f"variant.bank_path: file not found: {p}")
-    try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LSDOUserError(f"variant.bank_path: {p} is not valid JSON ({exc})") from None
+    data = read_json_file(p, "variant.bank_path")
     if not isinstance(data, dict) or "features" not in data:
         raise LSDOUserError(f"variant.bank_path: {p} has no 'features' key")
     feats = torch.tensor(data["features"], dtype=torch.float32)
