@@ -1,7 +1,8 @@
-"""Data-loading throughput: 12-frame clips per second from 224-pixel mp4s, decoders side by side.
+"""Data-loading throughput: 12-frame clips per second from 224-pixel mp4s, decoders and the frame cache side by side.
 
     python bench/data_loading.py                     # 24 videos of 10 s at 30 fps, workers 0 and 2
     python bench/data_loading.py workers=0,4,8 passes=3 video_dir=/tmp/bench_videos
+    python bench/data_loading.py fps=3 loaders=decord,cache-jpeg,cache-uint8   # videos already at 3 fps
 
 Loaders (each returns a uint8 [12, 3, H, W] clip of uniformly sampled frames, no transform):
 
@@ -12,14 +13,23 @@ Loaders (each returns a uint8 [12, 3, H, W] clip of uniformly sampled frames, no
   goes back to the previous key frame and decodes forward again. Needs ``opencv-python-headless``.
   OpenCV decodes with one FFmpeg thread per CPU by default; ``cv2-seek-1t`` is the same loader
   with one thread, as decord and PyAV use here;
-* ``pyav``: ``sample_frames(backend="pyav")``, the sequential fallback.
+* ``pyav``: ``sample_frames(backend="pyav")``, the sequential fallback;
+* ``cache-jpeg``, ``cache-uint8``: ``lsdo.data.frame_cache.sample_entry`` on the videos' prepared-frame
+  cache (``lsdo-prepare frames``: ``cache_fps`` frames per second, the videos' size, JPEG at
+  ``cache_quality`` or raw uint8): no video decoder, JPEG decoded with ``torchvision.io.decode_jpeg``;
+* ``cache-jpeg-gpu`` (only with CUDA): the workers read the JPEG files, the main process decodes each
+  batch on the GPU (``decode_jpeg(device="cuda")``, nvjpeg), as ``dataset.frame_cache_decode=gpu``.
 
 Every loader runs through a ``torch.utils.data.DataLoader`` (batch 4) with each ``workers``
 count; one warm-up pass, then ``passes`` timed passes, the loaders taking turns pass by pass.
 The test videos are written once with ``write_video`` (H.264 crf 23; key frames at most
 ``keyint`` frames apart, x264's 250 by default) into ``video_dir`` (a temporary folder by
-default) and reused when already there. On a shared machine, trust the CPU ms/clip column (0
-workers) more than clips/s.
+default) and reused when already there, their caches beside them (``frames_<format>_<fps>fps_q<quality>/``).
+``CPU ms/clip`` is the CPU time of this process and of the DataLoader's worker processes (read from
+``/proc`` on Linux) per clip, and ``clips/s/core`` = 1000 / it: the clips one fully busy core delivers.
+On a shared machine trust these two columns more than clips/s (wall clock), which other jobs slow
+down. The last line times the training transform (random resized crop, flip, normalisation to 224
+pixels) on one clip, which a worker adds to each clip.
 """
 
 from __future__ import annotations
@@ -37,12 +47,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lsdo.data import frame_cache
 from lsdo.data.sampling import segment_indices
+from lsdo.data.transforms import build_transform
 from lsdo.data.video import available_backends, probe_video, sample_frames, write_video
 from lsdo.errors import LSDOUserError
 from lsdo.options import option
 
-LOADERS = ("decord", "pyav", "cv2-seek", "cv2-seek-1t")
+LOADERS = ("decord", "pyav", "cv2-seek", "cv2-seek-1t", "cache-jpeg", "cache-uint8", "cache-jpeg-gpu")
 
 
 @dataclass
@@ -55,9 +67,14 @@ class DataLoadingArgs:
     keyint: int = option("longest key-frame interval (x264's default: 250)", 250, minimum=1)
     batch: int = option("clips per DataLoader batch", 4, minimum=1)
     passes: int = option("timed passes over the videos", 2, minimum=1)
+    repeat: int = option(
+        "times each pass reads every video (more clips per pass: steadier rates with workers)", 1, minimum=1
+    )
     workers: list[int] = option("DataLoader worker counts, one row each", [0, 2])
     loaders: list[str] = option("decoders to compare", list(LOADERS))
     video_dir: str | None = option("where the test videos are written / reused (null: a temporary folder)", None)
+    cache_fps: float | None = option("frames per second of the frame caches (null: every frame)", 3.0)
+    cache_quality: int = option("JPEG quality of the cache-jpeg loaders", 90, minimum=1)
 
 
 def make_videos(root: Path, count: int, seconds: float, fps: int, short_side: int, keyint: int) -> list[Path]:
@@ -83,6 +100,20 @@ def make_videos(root: Path, count: int, seconds: float, fps: int, short_side: in
             frames[t] = np.clip(img, 0, 255).astype(np.uint8)
         write_video(path, frames, fps=fps, crf=23, keyint=keyint)
     return paths
+
+
+def make_caches(root: Path, paths: list[Path], formats: set[str], fps: float | None, quality: int) -> dict[str, Path]:
+    """The frame cache of ``paths`` in each format (``lsdo.data.frame_cache.write_entry``), reused when whole."""
+    dirs = {}
+    for fmt in sorted(formats):
+        out = root / f"frames_{fmt}_{fps if fps is not None else 'all'}fps_q{quality if fmt == 'jpeg' else 0}"
+        settings = frame_cache.cache_settings(fps, None, fmt, quality)
+        for p in paths:
+            dst = out / (p.stem + frame_cache.SUFFIX)
+            if not frame_cache.is_done(p, dst, settings):
+                frame_cache.write_entry(p, dst, fps=fps, short_side=None, fmt=fmt, quality=quality)
+        dirs[fmt] = out
+    return dirs
 
 
 def cv2_seek_clip(path: str, num_frames: int, threads: int | None = None) -> torch.Tensor:
@@ -111,13 +142,23 @@ def cv2_seek_clip(path: str, num_frames: int, threads: int | None = None) -> tor
 
 
 class ClipDataset(Dataset):
-    def __init__(self, paths: list[Path], loader: str, num_frames: int) -> None:
-        self.paths, self.loader, self.num_frames = [str(p) for p in paths], loader, num_frames
+    def __init__(
+        self, paths: list[Path], loader: str, num_frames: int, caches: dict[str, Path], repeat: int = 1
+    ) -> None:
+        self.paths, self.loader, self.num_frames, self.repeat = [str(p) for p in paths], loader, num_frames, repeat
+        if loader.startswith("cache-"):
+            cache = caches["uint8" if loader == "cache-uint8" else "jpeg"]
+            self.paths = [str(cache / (Path(p).stem + frame_cache.SUFFIX)) for p in self.paths]
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) * self.repeat
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | list[torch.Tensor]:
+        i %= len(self.paths)
+        if self.loader in ("cache-jpeg", "cache-uint8"):
+            return frame_cache.sample_entry(self.paths[i], self.num_frames, "uniform")
+        if self.loader == "cache-jpeg-gpu":  # the JPEG files; decoded in the main process on the GPU
+            return frame_cache.sample_entry_encoded(self.paths[i], self.num_frames, "uniform")[0]
         if self.loader == "cv2-seek":
             return cv2_seek_clip(self.paths[i], self.num_frames)
         if self.loader == "cv2-seek-1t":
@@ -129,35 +170,62 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def _keep_lists(items: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    return items
+
+
+def _gpu_decode(batch: list[list[torch.Tensor]]) -> int:
+    """Decode a batch of JPEG clips on the GPU (one batched call, as dataset.frame_cache_decode=gpu); its clips."""
+    flat = [f for clip in batch for f in clip]
+    frames = frame_cache.decode_jpegs(flat, [str(i) for i in range(len(flat))], "cuda")
+    torch.cuda.synchronize()
+    return len(batch) if frames else 0
+
+
+def cpu_seconds(dl: DataLoader) -> float:
+    """CPU seconds used so far by this process and by ``dl``'s (persistent) worker processes (Linux ``/proc``;
+    elsewhere this process only)."""
+    total = time.process_time()
+    iterator = getattr(dl, "_iterator", None)
+    for worker in getattr(iterator, "_workers", None) or []:
+        try:
+            fields = Path(f"/proc/{worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def time_loaders(
-    paths: list[Path], loaders: list[str], workers: int, args: DataLoadingArgs
+    paths: list[Path], loaders: list[str], workers: int, args: DataLoadingArgs, caches: dict[str, Path]
 ) -> dict[str, tuple[float, float]]:
-    """Per loader: (clips per second, CPU ms per clip in this process) over ``args.passes`` passes.
+    """Per loader: (clips per second, CPU ms per clip of this process and its workers) over ``args.passes`` passes.
 
     The loaders take turns pass by pass, so a load change on a shared machine hits them alike.
-    CPU time counts every thread of this process: meaningful with 0 workers only.
     """
     dls = {
         loader: DataLoader(
-            ClipDataset(paths, loader, args.frames),
+            ClipDataset(paths, loader, args.frames, caches, args.repeat),
             batch_size=args.batch,
             num_workers=workers,
             persistent_workers=workers > 0,
             worker_init_fn=_worker_init if workers > 0 else None,
+            collate_fn=_keep_lists if loader == "cache-jpeg-gpu" else None,
         )
         for loader in loaders
     }
-    for dl in dls.values():  # warm-up: worker start, page cache, library initialisation
-        for _ in dl:
-            pass
+    for loader, dl in dls.items():  # warm-up: worker start, page cache, library initialisation
+        for batch in dl:
+            if loader == "cache-jpeg-gpu":
+                _gpu_decode(batch)
     wall, cpu, clips = dict.fromkeys(loaders, 0.0), dict.fromkeys(loaders, 0.0), dict.fromkeys(loaders, 0)
     for _ in range(args.passes):
         for loader, dl in dls.items():
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), cpu_seconds(dl)
             for batch in dl:
-                clips[loader] += batch.shape[0]
+                clips[loader] += _gpu_decode(batch) if loader == "cache-jpeg-gpu" else batch.shape[0]
             wall[loader] += time.perf_counter() - t0
-            cpu[loader] += time.process_time() - c0
+            cpu[loader] += cpu_seconds(dl) - c0
     return {k: (clips[k] / wall[k], 1000 * cpu[k] / clips[k]) for k in loaders}
 
 
@@ -169,6 +237,12 @@ def run(args: DataLoadingArgs) -> int:
         raise LSDOUserError(f"workers: expected counts >= 0, got {','.join(map(str, args.workers))}")
     loaders = []
     for name in args.loaders:
+        if name.startswith("cache-"):
+            if name == "cache-jpeg-gpu" and not torch.cuda.is_available():
+                print(f"skipping {name}: no GPU")
+            else:
+                loaders.append(name)
+            continue
         have = importlib_ok("cv2") if name.startswith("cv2") else name in available_backends()
         if have:
             loaders.append(name)
@@ -190,6 +264,21 @@ def run(args: DataLoadingArgs) -> int:
             f"<= {args.keyint} apart), "
             f"{args.short_side}-pixel short side, {size_mb:.1f} MiB in all ({made:.1f} s to prepare) in {root}"
         )
+        formats = {"uint8" if n == "cache-uint8" else "jpeg" for n in loaders if n.startswith("cache-")}
+        t0 = time.perf_counter()
+        caches = make_caches(root, paths, formats, args.cache_fps, args.cache_quality)
+        for fmt, cache in caches.items():
+            entries = [cache / (p.stem + frame_cache.SUFFIX) for p in paths]
+            with frame_cache.CacheEntry(entries[0]) as e:
+                count = e.frames
+            mb = sum(p.stat().st_size for p in entries) / 2**20
+            print(
+                f"frame cache ({fmt}{f', quality {args.cache_quality}' if fmt == 'jpeg' else ''}): {count} frames "
+                f"per video ({args.cache_fps if args.cache_fps is not None else 'every frame at'} fps), "
+                f"{mb:.1f} MiB in all in {cache}"
+            )
+        if caches:
+            print(f"({time.perf_counter() - t0:.1f} s to make or check the caches)")
         versions = {"torch": torch.__version__}
         for mod in ("decord", "av", "cv2"):
             if importlib_ok(mod):
@@ -198,28 +287,49 @@ def run(args: DataLoadingArgs) -> int:
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
             + ", ".join(f"{k} {v}" for k, v in versions.items())
         )
-        print(f"{args.frames}-frame clips, uniform sampling, batch {args.batch}, {args.passes} timed passes\n")
+        print(
+            f"{args.frames}-frame clips, uniform sampling, batch {args.batch}, {args.passes} timed passes "
+            f"of {len(paths) * args.repeat} clips\n"
+        )
 
         rows = {}
         for workers in args.workers:
-            for loader, result in time_loaders(paths, loaders, workers, args).items():
+            for loader, result in time_loaders(paths, loaders, workers, args, caches).items():
                 rows[(loader, workers)] = result
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        transform_ms = time_transform(paths[0], args.frames)
 
-    header = f"| {'loader':<11} | workers | clips/s | vs cv2-seek | CPU ms/clip |"
+    header = f"| {'loader':<14} | workers | clips/s | clips/s/core | vs decord | vs cv2-seek | CPU ms/clip |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for (loader, workers), (rate, cpu_ms) in rows.items():
-        ref = rows.get(("cv2-seek", workers))
+        ref, dec = rows.get(("cv2-seek", workers)), rows.get(("decord", workers))
         ratio = f"{rate / ref[0]:.2f}x" if ref else "-"
-        cpu = f"{cpu_ms:.0f}" if workers == 0 else "-"
-        print(f"| {loader:<11} | {workers:>7} | {rate:>7.1f} | {ratio:>11} | {cpu:>11} |")
+        vs_decord = f"{rate / dec[0]:.2f}x" if dec else "-"
+        per_core = f"{1000 / cpu_ms:.1f}" if cpu_ms > 0 else "-"
+        print(
+            f"| {loader:<14} | {workers:>7} | {rate:>7.1f} | {per_core:>12} | {vs_decord:>9} | {ratio:>11} "
+            f"| {cpu_ms:>11.1f} |"
+        )
     for workers in args.workers:
         if ("decord", workers) in rows and ("cv2-seek", workers) in rows:
             ratio = rows[("decord", workers)][0] / rows[("cv2-seek", workers)][0]
             print(f"decord / cv2-seek with {workers} workers: {ratio:.2f}x")
+    print(f"training transform to 224 px: {transform_ms:.1f} ms per {args.frames}-frame clip on one core")
     print(f"(1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs)")
     return 0
+
+
+def time_transform(path: Path, num_frames: int, repeats: int = 20) -> float:
+    """ms per clip of the training transform (random resized crop + flip + normalisation to 224 px), one thread."""
+    clip = sample_frames(path, num_frames, "uniform")
+    transform = build_transform(224, train=True)
+    gen = torch.Generator().manual_seed(0)
+    transform(clip, generator=gen)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        transform(clip, generator=gen)
+    return 1000 * (time.perf_counter() - t0) / repeats
 
 
 def importlib_ok(module: str) -> bool:

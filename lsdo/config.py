@@ -73,6 +73,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> D
 # (the YAML holds those). ``upgrade`` fills them in every saved config (``lsdo.checkpoint.saved_config``)
 # and in configs given to ``build_model``; the code then reads every key directly.
 # key -> (value, the dataset names it applies to; None: every config with that section)
+VIDEO_DATASETS = ("msrvtt", "msvd", "lsmdc", "didemo")
 LEGACY: dict[str, tuple[object, tuple[str, ...] | None]] = {
     "variant.frame_attention": ("rescaled", None),  # the form until 2026-12-02 (bounded is the default since)
     "dataset.train_sampling": ("rand", None),  # added 2026-12-02; rand was the only sampling before
@@ -80,6 +81,9 @@ LEGACY: dict[str, tuple[object, tuple[str, ...] | None]] = {
     "dataset.fresh_renders": (False, ("synthetic",)),
     "dataset.hard_negative_group": (0, ("synthetic",)),
     "dataset.small_caption_prob": (1.0, ("synthetic",)),  # added 2026-12-02; every caption named both objects
+    "dataset.frame_cache": (None, VIDEO_DATASETS),  # added 2026-12-02 with lsdo-prepare frames; before: videos only
+    "dataset.frame_cache_decode": ("cpu", VIDEO_DATASETS),
+    "model.grad_checkpointing": (False, None),  # added 2026-12-02; a training-memory switch, same results
     "inference.mode": ("full", None),  # the inference keys arrived 2026-11-23 15:06; before: full, exact
     "inference.method": ("gram", None),
     "inference.prefilter_k": (100, None),

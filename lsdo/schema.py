@@ -67,6 +67,8 @@ class Dataset:
     on_corrupt: str = MISSING
     probe_videos: bool = MISSING
     decode_backend: str = MISSING
+    frame_cache: Any = MISSING  # a folder made by lsdo-prepare frames, or null
+    frame_cache_decode: str = MISSING
     # the synthetic benchmark
     seed: int = MISSING
     clip_len: int = MISSING
@@ -107,6 +109,7 @@ class Model:
     gamma: float = MISSING
     num_prototypes: int = MISSING
     dropout: float = MISSING
+    grad_checkpointing: bool = MISSING
 
 
 @dataclass

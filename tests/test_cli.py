@@ -132,6 +132,7 @@ def _tools() -> dict[str, dict[str | None, type]]:
     from lsdo.cli.premise import PremiseArgs
     from lsdo.cli.search import SearchArgs
     from lsdo.data.compress import CompressOptions
+    from lsdo.data.frame_cache import FrameCacheOptions
     from lsdo.data.synth_export import SynthOptions
     from lsdo.inverse_attention.denseset import DensesetOptions
     from lsdo.inverse_attention.viz import VizOptions
@@ -141,7 +142,7 @@ def _tools() -> dict[str, dict[str | None, type]]:
         "lsdo-index": {"build": BuildOptions, "info": InfoArgs, "verify": VerifyArgs},
         "lsdo-search": {None: SearchArgs},
         "lsdo-synth": {None: SynthOptions},
-        "lsdo-prepare": {"compress": CompressOptions},
+        "lsdo-prepare": {"compress": CompressOptions, "frames": FrameCacheOptions},
         "lsdo-build-bank": {None: BuildBankArgs},
         "lsdo-build-denseset": {None: DensesetOptions},
         "lsdo-viz": {"inverse-attention": VizOptions},

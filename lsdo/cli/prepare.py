@@ -1,4 +1,8 @@
-"""``lsdo-prepare compress IN_DIR OUT_DIR [fps=3] [short_side=224] ...``: data preparation (lsdo.data.compress)."""
+"""``lsdo-prepare COMMAND IN_DIR OUT_DIR ...``: data preparation.
+
+* ``compress``: re-encode a video folder to a low rate and a small size (lsdo.data.compress);
+* ``frames``: a prepared-frame cache of a video folder, read without a video decoder (lsdo.data.frame_cache).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import sys
 from collections.abc import Sequence
 
 from lsdo.cli.common import run_tool, subcommands
-from lsdo.data import compress
+from lsdo.data import compress, frame_cache
 from lsdo.data.compress import VIDEO_EXTS, CompressOptions
+from lsdo.data.frame_cache import FrameCacheOptions
 
 
 def compress_videos(opts: CompressOptions) -> int:
@@ -33,7 +38,34 @@ def compress_main(argv: Sequence[str] | None = None) -> int:
     return run_tool("lsdo-prepare compress", CompressOptions, compress_videos, argv, about=about)
 
 
-COMMANDS = {"compress": ("re-encode a video folder to a low frame rate and a small short side", compress_main)}
+def cache_frames(opts: FrameCacheOptions) -> int:
+    """0 when every video is cached or already done, 1 when any failed."""
+    exts = tuple(e if e.startswith(".") else f".{e}" for e in opts.ext) or VIDEO_EXTS
+    summary = frame_cache.run(
+        opts.in_dir,
+        opts.out_dir,
+        fps=opts.fps,
+        short_side=opts.short_side,
+        fmt=opts.format,
+        quality=opts.quality,
+        workers=opts.workers,
+        exts=exts,
+        progress=opts.progress,
+    )
+    print(summary.line())
+    return 1 if summary.failed else 0
+
+
+def frames_main(argv: Sequence[str] | None = None) -> int:
+    """``lsdo-prepare frames``: 0 done, 1 when any video failed, 2 on a user error."""
+    about = (frame_cache.__doc__ or "").split("\n\n")[0]
+    return run_tool("lsdo-prepare frames", FrameCacheOptions, cache_frames, argv, about=about)
+
+
+COMMANDS = {
+    "compress": ("re-encode a video folder to a low frame rate and a small short side", compress_main),
+    "frames": ("a prepared-frame cache of a video folder (JPEG or uint8 frames, read without a decoder)", frames_main),
+}
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,10 @@ duration x fps; a cut download). decord 0.6 then spins forever in native code, h
 frames as ``min(listed, packets actually present)``: sampling is tolerant of such files, while
 :func:`probe_video` (the pre-flight check) reports them as truncated.
 
+Whole videos at a frame rate (``lsdo-prepare frames``): :func:`frames_at_rate` decodes every frame
+with PyAV and keeps, for each output time k / fps, the source frame nearest in time (the rule of
+``lsdo-prepare compress``).
+
 Errors: a missing file raises :class:`~lsdo.errors.DataNotFoundError`; a zero-byte file, a file
 that is not a video, or one that fails to decode raises :class:`VideoDecodeError`, whose message
 names the file and what went wrong. When decord fails on a file, PyAV is tried before giving up,
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -216,6 +220,42 @@ def _av_probe(path: Path) -> int:
         if decoded == 0:
             raise VideoDecodeError(f"{path}: the last frames (from key frame {last_key} of {total}) do not decode")
     return total
+
+
+def frames_at_rate(container: Any, stream: Any, fps: float | None, path: Path) -> Iterator[Any]:
+    """The decoded frames of ``stream`` (PyAV ``VideoFrame``s) at ``fps`` frames per second.
+
+    Output slot k (time k / fps) takes the source frame nearest in time, as FFmpeg's ``fps`` filter
+    (the rule of ``lsdo-prepare compress`` and ``lsdo-prepare frames``); a source frame is yielded
+    once per slot it fills (the same object again when it fills several, none when it fills none),
+    and the last one fills the slots up to the end of its display time. ``fps=None``: every frame,
+    in presentation order. Raises VideoDecodeError naming ``path`` and the frame that fails.
+    """
+    import av
+
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    start = stream.start_time or 0
+    written, decoded, prev, prev_t = 0, 0, None, 0.0
+    try:
+        for frame in container.decode(stream):
+            decoded += 1
+            if fps is None:
+                yield frame
+                continue
+            t = float((frame.pts - start) * stream.time_base) if frame.pts is not None else (decoded - 1) / rate
+            while written / fps <= t + 1e-9:  # output slots up to this frame's time
+                slot = written / fps
+                yield frame if prev is None or t - slot <= slot - prev_t else prev  # the nearer of the two
+                written += 1
+            prev, prev_t = frame, t
+    except av.error.FFmpegError as exc:
+        of = f" of {stream.frames}" if stream.frames else ""
+        raise VideoDecodeError(f"{path}: undecodable frame {decoded}{of} ({_reason(exc)})") from exc
+    if decoded == 0:
+        raise VideoDecodeError(f"{path}: the video stream holds no decodable frames")
+    if fps is not None:
+        for _ in range(written, max(1, round((prev_t + 1 / rate) * fps))):
+            yield prev
 
 
 # ---------------------------------------------------------------------------------------------

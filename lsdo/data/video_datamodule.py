@@ -18,6 +18,15 @@ A file that passes the probe but fails while training is decoded is skipped with
 warning under ``on_corrupt=skip`` (its batch is one video shorter) and raises otherwise; during
 evaluation it always raises, since dropping a test video would silently change the metrics.
 
+With ``dataset.frame_cache=DIR`` (a folder made by ``lsdo-prepare frames``, :mod:`lsdo.data.frame_cache`)
+clips are read from the cache instead of decoded from the videos: ``DIR/<video file's stem>.frames``
+for every video, with the same sampling draws, augmentation and transforms, and the same rules for
+missing (``on_missing``) and damaged (``on_corrupt``) entries; ``dataset.video_dir`` is then not read.
+``dataset.frame_cache_decode=gpu`` (JPEG caches) leaves the JPEG files undecoded in the workers and
+decodes each batch on the training device (``torchvision.io.decode_jpeg``, nvjpeg on a GPU) in
+:meth:`VideoDataModule.on_before_batch_transfer`, where the transform is applied too, with the random
+draws the worker made.
+
 Batches have the same structure as the synthetic module's (see :mod:`lsdo.data.datamodule`).
 """
 
@@ -36,6 +45,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from lsdo.data.annotations import NoSplitError, Record, group_by_video, load_annotations
 from lsdo.data.batching import EpochSampler, collate_eval
+from lsdo.data.frame_cache import (
+    apply_transform,
+    clip_params,
+    decode_jpegs,
+    entry_path,
+    is_entry,
+    probe_entry,
+    read_settings,
+    sample_entry,
+    sample_entry_encoded,
+)
 from lsdo.data.reports import write_report
 from lsdo.data.sampling import train_sampling
 from lsdo.data.transforms import build_transform
@@ -71,10 +91,28 @@ def resolve_video_path(video_dir: Path, video_file: str) -> Path | None:
     return None
 
 
+def resolve_entry(frame_cache: Path, video_file: str) -> Path | None:
+    """The frame-cache entry of ``video_file`` (``lsdo.data.frame_cache.entry_path``), or None when absent."""
+    p = entry_path(frame_cache, video_file)
+    return p if p.is_file() else None
+
+
+def load_clip(
+    path: Path, num_frames: int, mode: str, rng: np.random.Generator | None = None, backend: str = "auto"
+) -> torch.Tensor:
+    """uint8 [num_frames, 3, H, W] of a frame-cache entry (``.frames``) or a video file, the same draw from ``rng``."""
+    if is_entry(path):
+        return sample_entry(path, num_frames, mode, rng)
+    return sample_frames(path, num_frames, mode, rng=rng, backend=backend)
+
+
 def _probe(path: Path, backend: str) -> str | None:
-    """None if the video decodes, else the reason."""
+    """None if the video (or frame-cache entry) decodes, else the reason."""
     try:
-        probe_video(path, backend=backend)  # also reports zero-byte files
+        if is_entry(path):
+            probe_entry(path)
+        else:
+            probe_video(path, backend=backend)  # also reports zero-byte files
         return None
     except VideoDecodeError as exc:
         return str(exc)
@@ -93,19 +131,30 @@ def preflight(
     backend: str = "auto",
     workers: int = 2,
     report_dir: Path | None = None,
+    frame_cache: Path | None = None,
 ) -> VideoSplit:
-    """Group ``records`` by video, resolve every file, drop or report missing/corrupt ones."""
+    """Group ``records`` by video, resolve every file, drop or report missing/corrupt ones.
+
+    ``frame_cache``: resolve and probe the videos' frame-cache entries there instead of the video files.
+    """
     for key, value in (("on_missing", on_missing), ("on_corrupt", on_corrupt)):
         if value not in ("error", "skip"):
             raise ConfigError(f"dataset.{key}: expected error | skip, got '{value}'")
     ids, caps, files = group_by_video(records)
-    paths = [resolve_video_path(video_dir, f) for f in files]
+    if frame_cache is not None:
+        paths = [resolve_entry(frame_cache, f) for f in files]
+        wanted = [entry_path(frame_cache, f) for f in files]
+        what, where_from = "videos have no frame-cache entry", frame_cache
+    else:
+        paths = [resolve_video_path(video_dir, f) for f in files]
+        wanted = [video_dir / f for f in files]
+        what, where_from = "videos are missing", video_dir
     missing = [i for i, p in enumerate(paths) if p is None]
     if missing:
-        listed = [f"{ids[i]}\t{video_dir / files[i]}" for i in missing]
+        listed = [f"{ids[i]}\t{wanted[i]}" for i in missing]
         where = write_report(report_dir, f"missing_videos_{split}.txt", listed)
         head = ", ".join(ids[i] for i in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        msg = f"{name} {split}: {len(missing)} of {len(ids)} videos are missing under {video_dir} ({head}){where}"
+        msg = f"{name} {split}: {len(missing)} of {len(ids)} {what} under {where_from} ({head}){where}"
         if on_missing == "error":
             raise DataNotFoundError(msg + "; pass dataset.on_missing=skip to drop them")
         log.warning("%s; dropped (dataset.on_missing=skip)", msg)
@@ -119,14 +168,15 @@ def preflight(
             where = write_report(report_dir, f"corrupt_videos_{split}.txt", listed)
             head = "; ".join(r if r.startswith(str(paths[i])) else f"{paths[i]}: {r}" for i, r in bad[:3])
             head += " ..." if len(bad) > 3 else ""
-            msg = f"{name} {split}: {len(bad)} of {len(keep)} video files cannot be decoded ({head}){where}"
+            kind = "frame-cache entries" if frame_cache is not None else "video files"
+            msg = f"{name} {split}: {len(bad)} of {len(keep)} {kind} cannot be decoded ({head}){where}"
             if on_corrupt == "error":
                 raise VideoDecodeError(msg + "; pass dataset.on_corrupt=skip to drop them")
             log.warning("%s; dropped (dataset.on_corrupt=skip)", msg)
             bad_set = {i for i, _ in bad}
             keep = [i for i in keep if i not in bad_set]
     if not keep:
-        raise DataNotFoundError(f"{name} {split}: no usable videos under {video_dir}")
+        raise DataNotFoundError(f"{name} {split}: no usable videos under {where_from}")
     log.info("%s %s: %d videos, %d captions", name, split, len(keep), sum(len(caps[i]) for i in keep))
     return VideoSplit([ids[i] for i in keep], [caps[i] for i in keep], [paths[i] for i in keep])  # type: ignore[misc]
 
@@ -137,6 +187,8 @@ class VideoTrainDataset(Dataset):
     ``unit="caption"`` iterates over every (video, caption) pair as the published codes do;
     ``unit="video"`` over videos, each with a random caption (the synthetic module's scheme).
     Keys are ``(index, item_seed)`` from :class:`EpochSampler`: reproducible across resumes.
+    ``deferred`` (JPEG frame-cache entries, ``dataset.frame_cache_decode=gpu``): items hold the JPEG
+    files and the transform's draws instead of frames (:func:`collate_deferred`).
     """
 
     def __init__(
@@ -148,11 +200,12 @@ class VideoTrainDataset(Dataset):
         on_corrupt: str = "error",
         backend: str = "auto",
         sampling: str = "rand",
+        deferred: bool = False,
     ) -> None:
         if unit not in ("caption", "video"):
             raise ConfigError(f"dataset.train_unit: expected caption | video, got '{unit}'")
         self.split, self.num_frames, self.transform, self.sampling = split, num_frames, transform, sampling
-        self.on_corrupt, self.backend, self.unit = on_corrupt, backend, unit
+        self.on_corrupt, self.backend, self.unit, self.deferred = on_corrupt, backend, unit, deferred
         self.pairs = [(v, c) for v, cs in enumerate(split.captions) for c in range(len(cs))]
 
     def __len__(self) -> int:
@@ -168,27 +221,44 @@ class VideoTrainDataset(Dataset):
             c = int(rng.integers(len(self.split.captions[v])))
         path = self.split.paths[v]
         try:
-            frames = sample_frames(path, self.num_frames, self.sampling, rng=rng, backend=self.backend)  # [n, 3, H, W]
+            if self.deferred:
+                jpeg, height, width = sample_entry_encoded(path, self.num_frames, self.sampling, rng)
+            else:
+                frames = load_clip(path, self.num_frames, self.sampling, rng=rng, backend=self.backend)  # [n, 3, H, W]
         except (VideoDecodeError, DataNotFoundError) as exc:
             if self.on_corrupt == "skip":
                 log.warning("skipping a training item: %s (dataset.on_corrupt=skip)", exc)
                 return None
             raise
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        return {"frames": self.transform(frames, generator=gen), "caption": self.split.captions[v][c]}
+        caption = self.split.captions[v][c]
+        if self.deferred:
+            params = clip_params(self.transform, height, width, gen)
+            return {"jpeg": jpeg, "params": params, "entry": str(path), "caption": caption}
+        return {"frames": self.transform(frames, generator=gen), "caption": caption}
 
 
 class VideoEvalDataset(Dataset):
-    """Evaluation items: ``uniform`` sampling (segment middles), the test transform, every caption."""
+    """Evaluation items: ``uniform`` sampling (segment middles), the test transform, every caption.
 
-    def __init__(self, split: VideoSplit, num_frames: int, transform: Any, backend: str = "auto") -> None:
+    ``deferred``: the JPEG files instead of the frames, as :class:`VideoTrainDataset`.
+    """
+
+    def __init__(
+        self, split: VideoSplit, num_frames: int, transform: Any, backend: str = "auto", deferred: bool = False
+    ) -> None:
         self.split, self.num_frames, self.transform, self.backend = split, num_frames, transform, backend
+        self.deferred = deferred
 
     def __len__(self) -> int:
         return len(self.split.paths)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        frames = sample_frames(self.split.paths[idx], self.num_frames, "uniform", backend=self.backend)
+        path = self.split.paths[idx]
+        if self.deferred:
+            jpeg, _, _ = sample_entry_encoded(path, self.num_frames, "uniform")
+            return {"jpeg": jpeg, "params": None, "entry": str(path), "captions": list(self.split.captions[idx])}
+        frames = load_clip(path, self.num_frames, "uniform", backend=self.backend)
         return {"frames": self.transform(frames), "captions": list(self.split.captions[idx])}
 
 
@@ -197,7 +267,64 @@ def collate_train_skipping(items: list[dict[str, Any] | None]) -> dict[str, Any]
     kept = [it for it in items if it is not None]
     if not kept:
         raise VideoDecodeError("every video of a training batch failed to decode (see the warnings above)")
+    if "jpeg" in kept[0]:
+        return collate_deferred(kept)
     return {"frames": torch.stack([it["frames"] for it in kept]), "captions": [it["caption"] for it in kept]}
+
+
+def collate_deferred(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Items of JPEG files (``deferred``): the files, draws and entries as lists; the captions as
+    :func:`collate_train_skipping` / ``collate_eval`` lay them out (their ``frames`` are made by
+    :func:`decode_deferred`)."""
+    batch: dict[str, Any] = {
+        "jpeg": [it["jpeg"] for it in items],
+        "params": [it["params"] for it in items],
+        "entries": [it["entry"] for it in items],
+    }
+    if "caption" in items[0]:
+        batch["captions"] = [it["caption"] for it in items]
+        return batch
+    t2v = [v for v, it in enumerate(items) for _ in it["captions"]]
+    batch["captions"] = [c for it in items for c in it["captions"]]
+    batch["text_to_video"] = torch.tensor(t2v, dtype=torch.long)
+    if all("index" in it for it in items):
+        batch["video_index"] = torch.tensor([int(it["index"]) for it in items], dtype=torch.long)
+    return batch
+
+
+def decode_deferred(
+    batch: dict[str, Any], size: int, device: str | torch.device, on_corrupt: str = "error"
+) -> dict[str, Any]:
+    """A :func:`collate_deferred` batch with its ``frames`` made: the JPEG files decoded on ``device`` (one
+    batched ``torchvision.io.decode_jpeg`` call; nvjpeg on a GPU), the transform applied there with the
+    worker's draws. A clip that fails to decode is dropped with a warning in a training batch under
+    ``on_corrupt=skip`` and raises otherwise (evaluation: always)."""
+    clips, params, entries = batch.pop("jpeg"), batch.pop("params"), batch.pop("entries")
+    train = "text_to_video" not in batch
+    names = [f"{e}: frame {k} of the clip" for e, clip in zip(entries, clips, strict=True) for k in range(len(clip))]
+    try:
+        flat = decode_jpegs([f for clip in clips for f in clip], names, device)
+        decoded, k = [], 0
+        for clip in clips:
+            decoded.append(torch.stack(flat[k : k + len(clip)]))
+            k += len(clip)
+    except VideoDecodeError:
+        decoded = []
+        for e, clip in zip(entries, clips, strict=True):  # one clip at a time: which one fails
+            try:
+                decoded.append(torch.stack(decode_jpegs(clip, [f"{e}: frame {k}" for k in range(len(clip))], device)))
+            except VideoDecodeError as exc:
+                if not (train and on_corrupt == "skip"):
+                    raise
+                log.warning("skipping a training item: %s (dataset.on_corrupt=skip)", exc)
+                decoded.append(None)
+    keep = [i for i, x in enumerate(decoded) if x is not None]
+    if not keep:
+        raise VideoDecodeError("every video of a training batch failed to decode (see the warnings above)")
+    batch["frames"] = torch.stack([apply_transform(decoded[i], size, params[i]) for i in keep])
+    if len(keep) < len(decoded):
+        batch["captions"] = [batch["captions"][i] for i in keep]
+    return batch
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -223,6 +350,11 @@ class VideoDataModule(L.LightningDataModule):
         self.video_dir = Path(str(dcfg.get("video_dir") or root / "videos"))
         self.splits: dict[str, VideoSplit] = {}
         self.backend = str(dcfg["decode_backend"])
+        self.frame_cache = Path(str(dcfg["frame_cache"])) if dcfg["frame_cache"] else None
+        self.cache_decode = str(dcfg["frame_cache_decode"])
+        if self.cache_decode not in ("cpu", "gpu"):
+            raise ConfigError(f"dataset.frame_cache_decode: expected cpu | gpu, got '{self.cache_decode}'")
+        self.deferred = False  # JPEG files decoded on the training device (set up in setup())
 
     # ------------------------------------------------------------------ annotations
     def _files(self) -> dict[str, str]:
@@ -270,7 +402,16 @@ class VideoDataModule(L.LightningDataModule):
             return
         if not self.ann_dir.is_dir():
             raise DataNotFoundError(f"dataset.ann_dir: {self.ann_dir} does not exist (see data/README.md)")
-        if not self.video_dir.is_dir():
+        if self.frame_cache is not None:
+            settings = read_settings(self.frame_cache)  # a one-line error unless it is a cache
+            log.info("%s: clips from the frame cache %s (%s)", self.name, self.frame_cache, settings)
+            self.deferred = self.cache_decode == "gpu"
+            if self.deferred and settings["format"] != "jpeg":
+                raise ConfigError(
+                    f"dataset.frame_cache_decode=gpu: {self.frame_cache} is a {settings['format']} cache (nothing to "
+                    "decode); use dataset.frame_cache_decode=cpu, or a cache made with format=jpeg"
+                )
+        elif not self.video_dir.is_dir():
             raise DataNotFoundError(
                 f"dataset.video_dir: {self.video_dir} does not exist; put the videos there or pass "
                 "dataset.video_dir=/path/to/videos (see data/README.md)"
@@ -290,6 +431,7 @@ class VideoDataModule(L.LightningDataModule):
                 backend=self.backend,
                 workers=max(2, int(d["num_workers"])),
                 report_dir=self.report_dir,
+                frame_cache=self.frame_cache,
             )
 
     # ------------------------------------------------------------------ loaders
@@ -299,9 +441,9 @@ class VideoDataModule(L.LightningDataModule):
         kw: dict[str, Any] = {
             "batch_size": int(d.batch_size),
             "num_workers": workers,
-            "collate_fn": collate_train_skipping if train else collate_eval,
+            "collate_fn": collate_train_skipping if train else collate_deferred if self.deferred else collate_eval,
             "persistent_workers": workers > 0,
-            "pin_memory": torch.cuda.is_available(),
+            "pin_memory": torch.cuda.is_available() and not self.deferred,  # deferred: frames made on the GPU
         }
         if train:
             synthetic_only = [k for k in ("hard_negative_group", "fresh_renders") if d.get(k)]
@@ -327,13 +469,17 @@ class VideoDataModule(L.LightningDataModule):
             on_corrupt=str(d["on_corrupt"]),
             backend=self.backend,
             sampling=train_sampling(d),
+            deferred=self.deferred,
         )
         return self._loader(ds, True)
 
     def _eval_loader(self, split: str) -> DataLoader:
         transform = build_transform(self.image_size, train=False)
         return self._loader(
-            VideoEvalDataset(self.splits[split], int(self.dcfg.num_frames), transform, self.backend), False
+            VideoEvalDataset(
+                self.splits[split], int(self.dcfg.num_frames), transform, self.backend, deferred=self.deferred
+            ),
+            False,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -341,6 +487,22 @@ class VideoDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``dataset.frame_cache_decode=gpu``: decode the batch's JPEG files on the training device (and apply the
+        transform there) before Lightning moves the batch; every other batch passes unchanged."""
+        if not (isinstance(batch, dict) and "jpeg" in batch):
+            return batch
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if device.type != "cuda" and not getattr(self, "_warned_cpu_decode", False):
+            log.warning(
+                "dataset.frame_cache_decode=gpu on %s: the JPEG frames are decoded in the main process; "
+                "dataset.frame_cache_decode=cpu decodes them in the DataLoader workers",
+                device,
+            )
+            self._warned_cpu_decode = True
+        return decode_deferred(batch, self.image_size, device, on_corrupt=str(self.dcfg["on_corrupt"]))
 
     def bank_video_ids(self, m: int) -> list[str]:
         """m distinct training video ids, the categories in turn where the annotations have them (MSR-VTT)."""
@@ -356,7 +518,7 @@ class VideoDataModule(L.LightningDataModule):
         index = {v: i for i, v in enumerate(split.video_ids)}
         return torch.stack(
             [
-                transform(sample_frames(split.paths[index[v]], n, "uniform", backend=self.backend))
+                transform(load_clip(split.paths[index[v]], n, "uniform", backend=self.backend))
                 for v in self.bank_video_ids(m)
             ]
         )
