@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, _av_open, _reason, open_h264_writer
+from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, _av_open, _reason, frames_at_rate, open_h264_writer
 from lsdo.errors import DataNotFoundError, LSDOUserError
 from lsdo.names import printable
 from lsdo.options import option
@@ -112,8 +112,6 @@ def compress_video(
         container, stream = _av_open(src)
         with container:
             width, height = output_size(stream.codec_context.width, stream.codec_context.height, short_side)
-            rate = float(stream.average_rate or stream.guessed_rate or 25)
-            start = stream.start_time or 0
             out, ostream = open_h264_writer(tmp, width, height, fps, crf, threads=threads)
             with out:
 
@@ -127,38 +125,15 @@ def compress_video(
                 def scaled(frame: av.VideoFrame) -> av.VideoFrame:
                     return frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
 
-                prev = prev_scaled = None
-                prev_t, decoded = 0.0, 0
-                try:
-                    for frame in container.decode(stream):
-                        if frame.pts is not None:
-                            t = float((frame.pts - start) * stream.time_base)
-                        else:
-                            t = decoded / rate
-                        decoded += 1
-                        cur_scaled = None
-                        while written / fps <= t + 1e-9:  # output slots up to this frame's time
-                            slot = written / fps
-                            if prev is None or t - slot <= slot - prev_t:  # this frame is the nearer one
-                                if cur_scaled is None:
-                                    cur_scaled = scaled(frame)
-                                emit(cur_scaled)
-                            else:
-                                if prev_scaled is None:
-                                    prev_scaled = scaled(prev)
-                                emit(prev_scaled)
-                        prev, prev_scaled, prev_t = frame, cur_scaled, t
-                except av.error.FFmpegError as exc:
-                    of = f" of {stream.frames}" if stream.frames else ""
-                    raise VideoDecodeError(f"{src}: undecodable frame {decoded}{of} ({_reason(exc)})") from exc
-                if prev is None:
-                    raise VideoDecodeError(f"{src}: the video stream holds no decodable frames")
-                # The last source frame covers the slots up to the end of its display time.
-                end_slots = max(1, round((prev_t + 1 / rate) * fps))
-                while written < end_slots:
-                    if prev_scaled is None:
-                        prev_scaled = scaled(prev)
-                    emit(prev_scaled)
+                # The source frames at the output rate (nearest in time: lsdo.data.video.frames_at_rate, the rule
+                # lsdo-prepare frames shares); a frame filling several slots is scaled once.
+                memo: list[tuple[av.VideoFrame, av.VideoFrame]] = []
+                for frame in frames_at_rate(container, stream, fps, src):
+                    done = next((s for f, s in memo if f is frame), None)
+                    if done is None:
+                        done = scaled(frame)
+                        memo = [*memo[-1:], (frame, done)]
+                    emit(done)
                 for packet in ostream.encode(None):
                     out.mux(packet)
         os.replace(tmp, dst)
