@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo study test test-all lint format bench clean-venv
+.PHONY: demo study test test-all lint format bench gpu clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/train_step.py
+
+## Everything that needs a GPU (bench/gpu.sh): one markdown report under logs/bench/; stops at once without CUDA.
+gpu: $(STAMP)
+	PY=$(PY) bash bench/gpu.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,12 +11,17 @@ The model is rebuilt from the checkpoint alone (its saved config). On the comman
 
 Writes into the run directory: ``metrics.json`` (metrics + the protocol used), ``metrics.md``,
 ``recall_at_k.png`` and ``rank_histogram.png``, and the merged ``config.yaml``.
+
+Several devices: ``trainer.devices=4 trainer.strategy=ddp`` (any ``trainer.*`` key goes to
+``lightning.Trainer``, as in training): each rank encodes a contiguous block of the test videos, the
+features are gathered and scored once, and the metrics equal one device's (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from typing import Any
 
 import lightning as L
@@ -27,12 +32,12 @@ from lsdo.checkpoint import check_state_fits, load_checkpoint, without_pretraine
 from lsdo.config import validate
 from lsdo.data import build_datamodule
 from lsdo.errors import LSDOUserError
-from lsdo.lightning_module import LSDOLitModule
+from lsdo.lightning_module import LSDOLitModule, compile_model
 from lsdo.model.encoder import image_size_of
 from lsdo.reporting import format_metrics_table
 from lsdo.retrieval import canonical_mode
-from lsdo.runtime import check_accelerator, output_dir_of
-from lsdo.train import query_ranks
+from lsdo.runtime import check_accelerator
+from lsdo.train import compile_requested, query_ranks, run_directory, trainer_options
 
 log = logging.getLogger(__name__)
 
@@ -178,23 +183,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     saved, state_dict = load_checkpoint(str(cfg.ckpt))
     merged = merge_eval_config(saved, cfg, command_line_keys())
     validate(merged)
-    out = output_dir_of(cfg)
+    options = trainer_options(cfg)  # trainer.devices, trainer.strategy, ...: every key goes to Lightning
+    out, writer, scratch = run_directory(cfg)  # rank 0 writes; other ranks only compute
     out.mkdir(parents=True, exist_ok=True)
-    dm = build_datamodule(merged, image_size_of(merged.model), report_dir=out)
+    dm = build_datamodule(merged, image_size_of(merged.model), report_dir=out if writer else None)
     lit = rebuild(OmegaConf.to_container(merged, resolve=True), state_dict, str(cfg.ckpt))
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(merged, resolve=True))
-    accel = str(cfg.trainer.accelerator)
-    check_accelerator(accel)
+    if writer:
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(merged, resolve=True))
+    check_accelerator(str(cfg.trainer.accelerator))
+    if compile_requested(cfg):
+        compile_model(lit.model)
     trainer = L.Trainer(
-        accelerator=accel,
-        devices=1,
-        precision=cfg.trainer.precision,
         logger=False,
         enable_model_summary=False,
         default_root_dir=str(out),
+        use_distributed_sampler=False,  # the data module shards the test split (ShardSampler), no repeats
+        **options,
     )
     trainer.test(lit, datamodule=dm, verbose=False)
     metrics = lit.results.get("test", {})
+    if not trainer.is_global_zero:  # the same metrics on every rank (broadcast); rank 0 writes the files
+        if scratch:
+            shutil.rmtree(out, ignore_errors=True)
+        return metrics
     label = protocol_label(merged.inference)
     table = format_metrics_table(metrics, title=f"test metrics of {cfg.ckpt} ({merged.dataset.name}; {label})")
     print(table)

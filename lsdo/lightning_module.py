@@ -5,12 +5,20 @@ rebuilds the model from it, so a checkpoint alone is enough to evaluate. The mat
 :mod:`lsdo.model` and :mod:`lsdo.loss`; this file only wires them:
 encode_text / encode_video -> similarity -> symmetric InfoNCE, and retrieval metrics at the end
 of validation and test.
+
+Under DDP (docs/distributed.md) one step on W ranks equals one step of one process on the global
+batch: the features are gathered with their gradients, every rank computes the loss of the whole
+global batch, and DDP's average of the ranks' gradients is then the one-process gradient (each rank
+holds W times its samples' share: the gather's backward sums the W ranks' gradients). Evaluation
+shards the videos over the ranks (:class:`lsdo.data.batching.ShardSampler`), gathers the features
+once, scores and computes the metrics on rank 0 and broadcasts them, so every rank logs the same values.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import pickle
 from typing import Any
 
 import lightning as L
@@ -21,11 +29,136 @@ from lsdo.callbacks import WINDOW_METRIC
 from lsdo.errors import ConfigError
 from lsdo.loss import symmetric_infonce
 from lsdo.model import TextFeatures, build_model
+from lsdo.model.region_lsdo import RegionLSDO
 from lsdo.model.video_lsdo import SingleLSDO
 from lsdo.retrieval import canonical_mode, dual_softmax, fast_similarity, similarity_matrix
 from lsdo.retrieval.metrics import t2v_metrics, v2t_metrics
 
 log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------- distributed helpers
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed process group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward gives each rank the sum over the ranks of the gradients of its slice."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        rank, world = dist_rank_world()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        torch.distributed.all_gather(parts, x.contiguous())
+        ctx.rows = (rank * x.shape[0], (rank + 1) * x.shape[0])
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad)  # SUM: every rank's loss sends a gradient to this rank's rows
+        start, end = ctx.rows
+        return grad[start:end]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """[B, ...] of every rank -> [W*B, ...] in rank order, differentiable (equal B on every rank).
+
+    Its backward sums over the ranks the gradient each rank's loss sends to this rank's rows (as
+    ``torch.distributed.nn.functional.all_gather`` does): with the same global loss on every rank, a
+    rank's gradient is W times its samples' share, and DDP's average over the W ranks is the gradient
+    of the one-process loss (tests/test_ddp.py measures it).
+    """
+    _, world = dist_rank_world()
+    if world == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Concatenate (rank order, no gradient) each rank's [n_r, ...] (n_r may differ); returns it and [n_r].
+
+    Padded to the largest n_r for the collective and trimmed after: works on gloo and nccl alike.
+    """
+    _, world = dist_rank_world()
+    if world == 1:
+        return x, [int(x.shape[0])]
+    n = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    torch.distributed.all_gather(sizes, n)
+    counts = [int(c.item()) for c in sizes]
+    buf = x.new_zeros((max(counts), *x.shape[1:]))
+    buf[: x.shape[0]] = x
+    out = [torch.empty_like(buf) for _ in range(world)]
+    torch.distributed.all_gather(out, buf.contiguous())
+    return torch.cat([o[:c] for o, c in zip(out, counts, strict=True)]), counts
+
+
+def broadcast_from_zero(obj: Any, device: torch.device) -> Any:
+    """Rank 0's picklable ``obj`` on every rank."""
+    _, world = dist_rank_world()
+    if world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0, device=device)
+    return box[0]
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.loads(pickle.dumps(obj))
+        return True
+    except Exception:
+        return False
+
+
+def first_of_each_video(
+    text: TextFeatures, video: torch.Tensor, t2v: torch.Tensor, video_index: torch.Tensor
+) -> tuple[TextFeatures, torch.Tensor, torch.Tensor]:
+    """Videos in dataset order (``video_index``), each once; every text follows its video.
+
+    A video present twice (a padding sampler repeats items to even out the ranks) keeps its first
+    copy, and the captions of the other copies are dropped; the texts come out grouped by video in
+    their original order, which is the layout of one process reading the split in order.
+    """
+    v = video_index.shape[0]
+    pos = torch.arange(v, device=video_index.device)
+    perm = torch.argsort(video_index * v + pos)  # by index, then position: the first copy first
+    idx = video_index[perm]
+    first = torch.ones_like(idx, dtype=torch.bool)
+    first[1:] = idx[1:] != idx[:-1]
+    kept = perm[first]  # positions of the first copies, in dataset order
+    new_id = torch.full((v,), -1, dtype=torch.long, device=video_index.device)
+    new_id[kept] = torch.arange(kept.shape[0], device=video_index.device)
+    owner = new_id[t2v]  # [T]: the text's video in the new order, -1 for a dropped copy
+    texts = torch.nonzero(owner >= 0).flatten()
+    order = texts[torch.sort(owner[texts], stable=True).indices]
+    return text[order], video[kept], owner[order]
+
+
+def compile_model(model: torch.nn.Module, **options: Any) -> list[str]:
+    """``trainer.compile=true``: ``torch.compile`` the CLIP towers and the heads in place; returns their names.
+
+    ``nn.Module.compile`` keeps the modules (and the state-dict keys, so checkpoints are unchanged) and
+    compiles their forward: the image tower ``encoder.clip.visual``, the text transformer
+    ``encoder.clip.transformer`` and each head after the encoder (X-Pool, the LSDO blocks, the frame
+    projection). ``variant=regions``' region finder (data-dependent shapes) stays eager; the image tower it
+    calls is compiled. ``options`` go to ``torch.compile`` (``backend=...``).
+    """
+    names = []
+    clip = model.encoder.clip
+    for name, module in (("encoder.clip.visual", clip.visual), ("encoder.clip.transformer", clip.transformer)):
+        module.compile(**options)
+        names.append(name)
+    for name, module in model.named_children():
+        if name == "encoder" or module is None or isinstance(module, RegionLSDO):
+            continue
+        module.compile(**options)
+        names.append(name)
+    return names
 
 
 class MetricWindow:
@@ -87,19 +220,22 @@ class LSDOLitModule(L.LightningModule):
         # Dropout and any other torch randomness depend only on (seed, epoch): exact resume.
         torch.manual_seed(int(self.cfg.seed) * 1000 + self.current_epoch)
 
-    def _gather(self, x: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size <= 1:
-            return x
-        return self.all_gather(x, sync_grads=True).flatten(0, 1)  # [W, B, ...] -> [W*B, ...]
+    @staticmethod
+    def _gather_text(text: TextFeatures) -> TextFeatures:
+        query = gather_with_grad(text.query)
+        target = query if text.target is text.query else gather_with_grad(text.target)  # impl=paper: one tensor
+        eos = query if text.eos is text.query else gather_with_grad(text.eos)
+        return TextFeatures(query, target, eos)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         tokens = self.model.tokenize(batch["captions"]).to(self.device)
         text = self.model.encode_text(tokens)
         video = self.model.encode_video(batch["frames"])  # [B, n, d]
-        # DDP: negatives span the global batch (gathered with gradients).
-        text = TextFeatures(self._gather(text.query), self._gather(text.target), self._gather(text.eos))
-        video = self._gather(video)
-        sims = self.model.similarity(text, video)  # [B, B]
+        # DDP: negatives span the global batch (gathered with gradients); every rank computes the loss of
+        # the whole global batch, and DDP's gradient average is the one-process gradient (gather_with_grad).
+        text = self._gather_text(text)
+        video = gather_with_grad(video)
+        sims = self.model.similarity(text, video)  # [W*B, W*B]
         loss = symmetric_infonce(
             sims.float(), self.model.logit_scale.float(), average=self.model.loss_averages_directions
         )
@@ -143,11 +279,13 @@ class LSDOLitModule(L.LightningModule):
     def _eval_step(self, batch: dict[str, Any]) -> None:
         tokens = self.model.tokenize(batch["captions"]).to(self.device)
         store = self._eval.setdefault("parts", [])
+        index = batch.get("video_index")  # the videos' dataset indices (lsdo.data.batching.collate_eval)
         store.append(
             (
-                self.model.encode_text(tokens).detach(),
-                self.model.encode_video(batch["frames"]).detach(),
+                self.model.encode_text(tokens).detach().to(torch.float32),  # fp32 features: bf16 autocast
+                self.model.encode_video(batch["frames"]).detach().float(),  # steps score in full precision
                 batch["text_to_video"].to(self.device),
+                None if index is None else index.to(self.device),
             )
         )
 
@@ -174,24 +312,83 @@ class LSDOLitModule(L.LightningModule):
             sims = dual_softmax(sims, float(inf["dsl_temperature"]))
         return sims
 
-    def _eval_end(self, prefix: str) -> dict[str, float]:
+    def _eval_features(self) -> tuple[TextFeatures, torch.Tensor, torch.Tensor] | None:
+        """Every rank's stored texts, videos and text -> video map, gathered (None when nothing was evaluated).
+
+        One process: the batches in order. W ranks: each rank's batches, then the ranks in order (rank r
+        reads the r-th contiguous block of the split, lsdo.data.batching.ShardSampler), each caption's video
+        index shifted by the videos of the ranks before it; with ``video_index`` in the batches the videos
+        are then put in dataset order, each once (:func:`first_of_each_video`).
+        """
         parts = self._eval.pop("parts", [])
-        if not parts:
-            return {}
+        _, world = dist_rank_world()
+        if world > 1:  # every rank must take the same branch: the collectives below need all of them
+            counts, _ = gather_rows(torch.tensor([len(parts)], device=self.device))
+            if not bool((counts > 0).any()):
+                return None
+            if not bool((counts > 0).all()):
+                raise RuntimeError(
+                    f"evaluation batches per rank: {counts.tolist()}; every rank needs at least one "
+                    "(fewer videos than ranks, or limit_val_batches / limit_test_batches too small)"
+                )
+        elif not parts:
+            return None
         t2v, n = [], 0
-        for _, video, idx in parts:
+        for _, video, idx, _ in parts:
             t2v.append(idx + n)
             n += video.shape[0]
         text = TextFeatures.cat([p[0] for p in parts])
         video = torch.cat([p[1] for p in parts])  # [V, n, d]
         t2v_idx = torch.cat(t2v)
+        with_index = parts[0][3] is not None
+        video_index = torch.cat([p[3] for p in parts]) if with_index else None
+        if world > 1:
+            query, _ = gather_rows(text.query)
+            target = query if text.target is text.query else gather_rows(text.target)[0]
+            eos = query if text.eos is text.query else gather_rows(text.eos)[0]
+            text = TextFeatures(query, target, eos)
+            video, videos_per_rank = gather_rows(video)
+            t2v_all, texts_per_rank = gather_rows(t2v_idx)
+            shift = torch.repeat_interleave(
+                torch.tensor([0, *videos_per_rank[:-1]], device=t2v_all.device).cumsum(0),
+                torch.tensor(texts_per_rank, device=t2v_all.device),
+            )
+            t2v_idx = t2v_all + shift
+            if video_index is not None:
+                video_index, _ = gather_rows(video_index)
+        if video_index is not None:
+            text, video, t2v_idx = first_of_each_video(text, video, t2v_idx, video_index)
+        return text, video, t2v_idx
+
+    def _score(self, prefix: str, text: TextFeatures, video: torch.Tensor, t2v_idx: torch.Tensor) -> dict[str, float]:
         sims = self.retrieval_scores(text, video)  # [T, V]
         self.eval_outputs[prefix] = {"sims": sims.cpu(), "text_to_video": t2v_idx.cpu()}
         metrics = {f"t2v/{k}": v for k, v in t2v_metrics(sims, t2v_idx).items()}
         metrics.update({f"v2t/{k}": v for k, v in v2t_metrics(sims, t2v_idx).items()})
         metrics["num_texts"], metrics["num_videos"] = float(sims.shape[0]), float(sims.shape[1])
+        return metrics
+
+    def _eval_end(self, prefix: str) -> dict[str, float]:
+        gathered = self._eval_features()
+        if gathered is None:
+            return {}
+        rank, world = dist_rank_world()
+        if world == 1:
+            metrics = self._score(prefix, *gathered)
+        else:  # scored once, on rank 0; its metrics (or its error) reach every rank
+            outcome: tuple[dict[str, float] | None, BaseException | None] = (None, None)
+            if rank == 0:
+                try:
+                    outcome = (self._score(prefix, *gathered), None)
+                except Exception as exc:  # every rank raises it, none waits for rank 0 forever
+                    outcome = (None, exc if _picklable(exc) else RuntimeError(f"rank 0: {exc!r}"))
+            metrics, error = broadcast_from_zero(outcome, self.device)
+            if error is not None:
+                raise error
         for k, v in metrics.items():
-            self.log(f"{prefix}/{k}", v, prog_bar=k == "t2v/R1", sync_dist=False, rank_zero_only=True)
+            # Every rank logs rank 0's value: the checkpoint callback sees the same number on each; the
+            # max over identical values is that value exactly (a mean over ranks could round it).
+            self.log(f"{prefix}/{k}", v, prog_bar=k == "t2v/R1", sync_dist=True, reduce_fx="max")
         self.results[prefix] = metrics
         return metrics
 
@@ -203,7 +400,7 @@ class LSDOLitModule(L.LightningModule):
         if metrics and self.r1_window.size > 1 and not self.trainer.sanity_checking:
             # checkpoint.monitor_window > 1: the best checkpoint follows this mean (lsdo.callbacks.WINDOW_METRIC)
             metrics["t2v/R1_window"] = self.r1_window.add(metrics["t2v/R1"])
-            self.log(WINDOW_METRIC, metrics["t2v/R1_window"], prog_bar=True, sync_dist=False, rank_zero_only=True)
+            self.log(WINDOW_METRIC, metrics["t2v/R1_window"], prog_bar=True, sync_dist=True, reduce_fx="max")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["r1_window"] = list(self.r1_window.values)  # a resumed run continues the same window

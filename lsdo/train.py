@@ -6,9 +6,11 @@ import difflib
 import inspect
 import json
 import logging
+import os
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
@@ -19,7 +21,7 @@ from lsdo.checkpoint import check_state_fits, init_encoder_from, read_checkpoint
 from lsdo.config import validate
 from lsdo.data import build_datamodule
 from lsdo.errors import ConfigError, LSDOUserError
-from lsdo.lightning_module import LSDOLitModule
+from lsdo.lightning_module import LSDOLitModule, compile_model
 from lsdo.model.encoder import image_size_of
 from lsdo.plots import plot_training_curves
 from lsdo.reporting import format_metrics_table
@@ -151,15 +153,22 @@ def build_loggers(cfg: DictConfig, out: Path) -> list[Any] | bool:
     raise ConfigError(f"logger.name: expected wandb | csv | tensorboard | none, got '{name}'")
 
 
+# ``trainer.*`` keys that lsdo reads itself instead of passing to lightning.Trainer.
+LSDO_TRAINER_KEYS = ("compile",)
+
+
 def trainer_options(cfg: DictConfig) -> dict[str, Any]:
     """Every ``trainer.*`` key, passed through to ``lightning.Trainer`` as it is (null = Lightning's default).
 
     A key Lightning does not take is an error naming it, with the closest option (``trainer.max_epoch``:
     did you mean ``max_epochs``?), so ``+trainer.accumulate_grad_batches=4`` is applied and a misspelt
-    key is never dropped silently.
+    key is never dropped silently. ``trainer.compile`` is lsdo's (:func:`compile_requested`), not passed on.
     """
     accepted = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
     given = OmegaConf.to_container(cfg.trainer, resolve=True)
+    compile_requested(cfg)  # a bad value fails here, with the others
+    for key in LSDO_TRAINER_KEYS:
+        given.pop(key, None)
     for key in given:
         if key not in accepted:
             close = difflib.get_close_matches(key, sorted(accepted), n=1)
@@ -172,6 +181,16 @@ def trainer_options(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def compile_requested(cfg: DictConfig) -> bool:
+    """``trainer.compile`` (configs/trainer/*.yaml; absent = false): torch.compile the encoder's towers and heads."""
+    value = OmegaConf.select(cfg, "trainer.compile", default=None)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"trainer.compile={value}: expected true or false")
+    return value
+
+
 def build_trainer(cfg: DictConfig, out: Path, callbacks: list[Any], loggers: Any) -> L.Trainer:
     kw = trainer_options(cfg)
     return L.Trainer(
@@ -179,10 +198,54 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks: list[Any], loggers: Any
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         logger=loggers,
-        use_distributed_sampler=False,
+        use_distributed_sampler=False,  # lsdo's samplers shard: training EpochSampler, evaluation ShardSampler
         enable_model_summary=False,
         **kw,
     )
+
+
+def launched_as_rank_zero() -> bool:
+    """False in a process that a launcher started as another rank than 0 (before the process group is up).
+
+    torchrun sets ``RANK``; ``srun`` sets ``SLURM_PROCID``; Lightning's own launcher (``trainer.strategy=ddp``
+    from one command) starts ranks 1.. with ``LOCAL_RANK`` (and ``NODE_RANK`` on other nodes).
+    """
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"]) == 0
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]) == 0
+    return int(env.get("NODE_RANK", "0") or 0) == 0 and int(env.get("LOCAL_RANK", "0") or 0) == 0
+
+
+def _under_hydra() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.get()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+class RunDirectory(NamedTuple):
+    path: Path
+    writes: bool  # this process writes the run's files (rank 0)
+    scratch: bool  # a temporary directory of a rank other than 0 (removed at the end)
+
+
+def run_directory(cfg: DictConfig) -> RunDirectory:
+    """The run directory, whether this process writes the run's files (rank 0 does, other ranks do not).
+
+    Under Hydra every rank is given the same directory (Lightning's launcher passes rank 0's
+    ``hydra.run.dir`` to the ranks it starts; with torchrun or srun give ``hydra.run.dir=...``);
+    outside Hydra a rank other than 0 works in a scratch directory of its own instead of claiming a
+    second run directory. The checkpoint callbacks take rank 0's folder whichever (Lightning broadcasts it).
+    """
+    zero = launched_as_rank_zero()
+    if zero or _under_hydra():
+        return RunDirectory(output_dir_of(cfg), zero, False)
+    return RunDirectory(Path(tempfile.mkdtemp(prefix="lsdo-rank-")), False, True)
 
 
 def export_checkpoint(cfg: DictConfig, tested: str | None) -> None:
@@ -217,13 +280,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     trainer_options(cfg)  # a misspelt trainer key fails here, before any directory or data
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    out = output_dir_of(cfg)
+    out, writer, scratch = run_directory(cfg)  # writer: rank 0 (one process: itself) writes the run's files
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolved config of this run
+    if writer:
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))  # resolved config of this run
 
     # Cheap checks first: data paths, accelerator, checkpoint; only then build the model
     # (which may download CLIP weights).
-    dm = build_datamodule(cfg, image_size_of(cfg.model), report_dir=out)
+    dm = build_datamodule(cfg, image_size_of(cfg.model), report_dir=out if writer else None)
     check_accelerator(str(cfg.trainer.accelerator))
     ckpt_path = resolve_ckpt_path(cfg)
     training = bool(cfg.train)
@@ -235,6 +299,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if init_from and training and not ckpt_path:  # a resumed run has these weights (trained further) in its checkpoint
         init_encoder_from(lit.model, str(init_from))
         log.info("CLIP encoder initialised from %s (model.init_from); the heads start fresh", init_from)
+    if compile_requested(cfg):
+        log.info("trainer.compile=true: torch.compile %s", ", ".join(compile_model(lit.model)))
     if cfg.get("select_on_test"):
         log.warning(
             "select_on_test=true: model selection looks at the TEST split (as the published codes do); "
@@ -250,7 +316,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         monitor_window=int(cfg.checkpoint.monitor_window),  # > 1: best mean R@1 over a window (the release)
     )
     best_cb = ckpt_cbs[0]
-    callbacks: list[Any] = [*ckpt_cbs, RichProgressBar(leave=True)]
+    callbacks: list[Any] = [*ckpt_cbs]
+    if cfg.trainer.get("enable_progress_bar") is not False:  # +trainer.enable_progress_bar=false: none
+        callbacks.append(RichProgressBar(leave=True))
     loggers = build_loggers(cfg, out)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -273,12 +341,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(lit, datamodule=dm, ckpt_path=which, verbose=False, **_fit_kwargs())
         results["test"] = lit.results.get("test", {})
         results["test_checkpoint"] = which
+    results["run_dir"] = trainer.strategy.broadcast(str(out))  # DDP: rank 0's directory on every rank
+    if not trainer.is_global_zero:  # DDP: the same metrics on every rank (broadcast); rank 0 writes them
+        if scratch:
+            shutil.rmtree(out, ignore_errors=True)  # this rank's scratch directory (run_directory)
+        return results
+    if cfg.test:
         print(
             format_metrics_table(
                 results["test"], title=f"test metrics ({cfg.dataset.name}, variant={cfg.variant.name}, impl={cfg.impl})"
             )
         )
-        export_checkpoint(cfg, which)
+        export_checkpoint(cfg, results["test_checkpoint"])
         ranks = query_ranks(lit)
         if ranks:  # per-query ranks: paired comparisons between runs on the same queries
             (out / "test_ranks.json").write_text(json.dumps(ranks))

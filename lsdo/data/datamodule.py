@@ -3,9 +3,10 @@
 The factory from a config: :func:`lsdo.data.factory.build_datamodule`. Batch layouts (every data module):
 
   * train: ``{"frames": float [B, n, 3, H, W], "captions": list[str] (B)}`` - one caption per video;
-  * val/test: ``{"frames": [B, n, 3, H, W], "captions": list[str] (T), "text_to_video": LongTensor [T]}``
-    with every caption of every video (multi-caption test sets), ``text_to_video`` indexing the
-    batch's videos.
+  * val/test: ``{"frames": [B, n, 3, H, W], "captions": list[str] (T), "text_to_video": LongTensor [T],
+    "video_index": LongTensor [B]}`` with every caption of every video (multi-caption test sets),
+    ``text_to_video`` indexing the batch's videos and ``video_index`` their places in the split; read
+    in order, each rank of a DDP run a contiguous block (:class:`lsdo.data.batching.ShardSampler`).
 
 Training order and frame sampling are functions of (seed, epoch, index) only, so a run resumed
 from an epoch-end checkpoint replays exactly what an uninterrupted run would have seen.
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lsdo.data import synthetic
 from lsdo.data.bank import spread_picks
-from lsdo.data.batching import EpochSampler, collate_eval, collate_train
+from lsdo.data.batching import EpochSampler, ShardSampler, collate_eval, collate_train
 from lsdo.data.sampling import segment_indices, train_sampling
 from lsdo.data.transforms import normalize
 
@@ -81,7 +82,11 @@ class ClipEvalDataset(Dataset):
         return len(self.captions)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        return {"frames": normalize(self.clips[idx, self.frame_idx]), "captions": list(self.captions[idx])}
+        return {
+            "frames": normalize(self.clips[idx, self.frame_idx]),
+            "captions": list(self.captions[idx]),
+            "index": idx,
+        }
 
 
 class FreshRenderTrainDataset(Dataset):
@@ -163,8 +168,11 @@ class SyntheticDataModule(L.LightningDataModule):
                 groups=[v.big for v in videos] or None,
                 keys=[(v.big, v.small) for v in videos] or None,
                 group_size=group,
+                batch_size=int(d.batch_size),  # DDP: W ranks x B = one process with W * B, same batches
             )
             kw["drop_last"] = True
+        else:
+            kw["sampler"] = ShardSampler(len(dataset))  # each rank a contiguous block, no video twice
         return DataLoader(dataset, **kw)
 
     def train_dataloader(self) -> DataLoader:

@@ -44,7 +44,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lsdo.data.annotations import NoSplitError, Record, group_by_video, load_annotations
-from lsdo.data.batching import EpochSampler, collate_eval
+from lsdo.data.batching import EpochSampler, ShardSampler, collate_eval
 from lsdo.data.frame_cache import (
     apply_transform,
     clip_params,
@@ -257,9 +257,10 @@ class VideoEvalDataset(Dataset):
         path = self.split.paths[idx]
         if self.deferred:
             jpeg, _, _ = sample_entry_encoded(path, self.num_frames, "uniform")
-            return {"jpeg": jpeg, "params": None, "entry": str(path), "captions": list(self.split.captions[idx])}
+            captions = list(self.split.captions[idx])
+            return {"jpeg": jpeg, "params": None, "entry": str(path), "captions": captions, "index": idx}
         frames = load_clip(path, self.num_frames, "uniform", backend=self.backend)
-        return {"frames": self.transform(frames), "captions": list(self.split.captions[idx])}
+        return {"frames": self.transform(frames), "captions": list(self.split.captions[idx]), "index": idx}
 
 
 def collate_train_skipping(items: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -454,8 +455,10 @@ class VideoDataModule(L.LightningDataModule):
                     "/".join(synthetic_only),
                     d.name,
                 )
-            kw["sampler"] = EpochSampler(len(dataset), self.seed, shuffle=True)
+            kw["sampler"] = EpochSampler(len(dataset), self.seed, shuffle=True, batch_size=int(d.batch_size))
             kw["drop_last"] = True
+        else:  # evaluation: each rank a contiguous block, no padding (one block without DDP)
+            kw["sampler"] = ShardSampler(len(dataset))
         return DataLoader(dataset, **kw)
 
     def train_dataloader(self) -> DataLoader:

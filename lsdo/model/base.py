@@ -180,7 +180,12 @@ class LSDOModel(nn.Module, ABC):
         """X-Pool (Eq. 16-20) and cosine: text (T texts), video f_m [B, n, d] -> [T, B].
 
         ``chunk_size`` bounds memory: texts are pooled ``chunk_size`` at a time ([chunk, B, d]).
+        Features encoded under autocast (bf16, e.g. in the validation steps of ``precision: bf16-mixed``)
+        and scored outside it (at the epoch's end) are cast to the head's dtype first.
         """
+        if not torch.is_autocast_enabled(video.device.type):
+            dtype = next(self.xpool.parameters()).dtype  # the head's parameter dtype
+            text, video = text.to(dtype), video.to(dtype)
         step = chunk_size or len(text)
         out = []
         for start in range(0, len(text), max(step, 1)):

@@ -279,6 +279,20 @@ class CLIPEncoder(nn.Module):
         self.context_length = int(self.clip.context_length)
         size = self.clip.visual.image_size
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        # model.grad_checkpointing; a config saved before the key existed trained without it (None: off)
+        self.set_grad_checkpointing(bool(cfg.get("grad_checkpointing")))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing in both towers (open_clip's ``set_grad_checkpointing``).
+
+        Every transformer block's activations are recomputed in the backward pass instead of kept: the
+        towers' activation memory drops to one block's plus the block inputs, for about one more forward
+        pass of compute; forward values and gradients are unchanged (tests/test_precision.py). open_clip
+        checkpoints the transformer blocks only: a ModifiedResNet image tower (``model=tiny_resnet``)
+        keeps its activations, its text tower is checkpointed.
+        """
+        self.grad_checkpointing = bool(enable)
+        self.clip.set_grad_checkpointing(self.grad_checkpointing)
 
     @property
     def logit_scale(self) -> nn.Parameter:

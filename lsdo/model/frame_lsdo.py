@@ -55,7 +55,11 @@ FRAME_ATTENTION = ("bounded", "rescaled")
 
 
 class FrameObjectAttention(nn.Module):
-    """Object attention from frames (queries) to video-level LSDO features (keys/values)."""
+    """Object attention from frames (queries) to video-level LSDO features (keys/values).
+
+    Not ``F.scaled_dot_product_attention``: both forms read the frame-axis softmax of the logits (the
+    weights w, ``rescaled``'s mixing), which SDPA does not expose, so the logits are computed once here.
+    """
 
     def __init__(self, dim: int, mode: str = "bounded") -> None:
         super().__init__()

@@ -25,7 +25,12 @@ def sparsemax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.
     The Euclidean projection of the logits onto the probability simplex: the weights sum to 1,
     low-scoring entries are exactly 0, and masked positions are exactly 0. A slice with no
     allowed position gets all-zero weights (no NaN).
+
+    Computed in float32 at least (a bf16 input, e.g. under autocast, is promoted: the sort, the cumulative
+    sum and the support test would otherwise round at 8 bits) and returned in the input's dtype.
     """
+    dtype = logits.dtype
+    logits = logits.to(torch.promote_types(dtype, torch.float32))  # float32 and float64: unchanged
     very_neg = torch.finfo(logits.dtype).min / 4
     z = logits.masked_fill(~mask, very_neg)
     z = z - z.amax(dim=dim, keepdim=True)
@@ -39,4 +44,4 @@ def sparsemax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.
     k_support = support.sum(dim=dim, keepdim=True).clamp(min=1)
     tau = (cumsum.gather(dim, k_support - 1) - 1) / k_support.to(z.dtype)
     out = torch.clamp(z - tau, min=0) * mask
-    return out
+    return out.to(dtype)

@@ -28,11 +28,16 @@ from lsdo.errors import ConfigError
 from lsdo.model.base import LSDOModel
 from lsdo.model.layers import identity_linear
 from lsdo.model.video_lsdo import build_video_lsdo
+from lsdo.model.xpool import pool_frames
 from lsdo.model.xpool_layout import XPoolLayout
 
 
 class OfficialSceneAttention(nn.Module):
-    """The release's frame-level attention: p = o + Dropout(W_out o), o = softmax_n(q k^T/sqrt d) v."""
+    """The release's frame-level attention: p = o + Dropout(W_out o), o = softmax_n(q k^T/sqrt d) v.
+
+    The softmax runs over the frames (the queries), not the keys: not what ``F.scaled_dot_product_attention``
+    computes, so it stays two einsums (r = 1 or m keys: small).
+    """
 
     def __init__(self, dim: int, dropout: float = 0.3) -> None:
         super().__init__()
@@ -94,8 +99,7 @@ class OfficialXPool(nn.Module):
         """text [T, d] (raw [EOS]), frames [B, n, d] -> pooled [T, B, d]."""
         t = self.q(self.norm1(text))  # [T, d]
         f = self.norm1(frames)  # [B, n, d]
-        att = (torch.einsum("td,bnd->tbn", t, self.k(f)) * self.scale).softmax(dim=-1)  # [T, B, n]
-        pooled = self.out(torch.einsum("tbn,bnd->tbd", att, self.v(f)))  # [T, B, d]
+        pooled = self.out(pool_frames(t, self.k(f), self.v(f), self.scale))  # [T, B, d], softmax over the frames
         a = self.norm2(pooled)
         return self.norm3(a + self.dropout(self.linear_proj(a)))
 

@@ -97,7 +97,7 @@ def similarity_matrix(
         return XPoolScorer(model.xpool, video).score(text, chunk_size, video_chunk_size)
     num_texts, num_videos = len(text), video.shape[0]
     step, vstep = max(int(chunk_size), 1), max(int(video_chunk_size or num_videos), 1)
-    out = video.new_empty(num_texts, num_videos)
+    out = video.new_empty(num_texts, num_videos, dtype=torch.float32)  # fp32 scores, also for bf16 features
     for start in range(0, num_texts, step):
         part = text[start : start + step]
         for vs in range(0, num_videos, vstep):

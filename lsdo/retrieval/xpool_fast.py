@@ -49,6 +49,12 @@ far below float32's and the naive path's own float32 rounding (about 1e-7) is th
 left: max |fast - naive| is ~1e-7 at 1000 x 1000 pairs (bench/eval_speed.py), and in the tests the
 fast scores sit within 1e-6 of a float64 naive evaluation.
 
+Mixed precision: the scorer always computes in the head's parameter dtype (float32) with autocast off,
+whatever the context: features encoded under bf16 autocast (``precision: bf16-mixed`` stores bf16
+f_m and text features in its validation steps) are cast up first, and a call inside an autocast region
+does not drop the float32 contractions to bf16. The scores are then those of the float32 naive path on
+the same (bf16-rounded) features.
+
 Cost: per video O(n d^2) once; per pair 2 n d (two [b n, d] x [d, t] matmuls per block of t
 texts and b videos) plus O(n m) with m = 2n + 1 (paper) or 3n + 3 (residual, official) per-video columns;
 the memory of a block is O(t b (n + m)), never O(t b d). Blocks are video-major ([b, n, t]), so
@@ -57,7 +63,11 @@ the softmax over frames and the Gram contractions are vectorised along the texts
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -87,6 +97,25 @@ def _linear(layer: nn.Linear, dtype: torch.dtype) -> tuple[torch.Tensor, torch.T
     w = layer.weight.detach().to(dtype)
     b = layer.bias.detach().to(dtype) if layer.bias is not None else w.new_zeros(w.shape[0])
     return w, b
+
+
+def _float_math(device: torch.device) -> AbstractContextManager:
+    """Autocast off on ``device``: the scorer's float32 contractions stay float32 inside an autocast region."""
+    return torch.autocast(device.type, enabled=False)
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _scoring(method: _Method) -> _Method:
+    """A public scoring method: no autograd, autocast off on the scorer's device."""
+
+    @functools.wraps(method)
+    def wrapper(self: XPoolScorer, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad(), _float_math(self.keys.device):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _has_active_dropout(module: nn.Module) -> bool:
@@ -128,12 +157,13 @@ class XPoolScorer:
         if video.ndim != 3:
             raise ValueError(f"video must be [V, n, d], got {tuple(video.shape)}")
         self.layout: XPoolLayout = layout()
+        self.dtype = self.layout.q.weight.dtype  # the head's dtype: bf16 features (autocast) are cast up to it
         self.residual = self.layout.residual is not None  # LN2 + linear_proj before the final LayerNorm
         self.acc = accum_dtype
         self.scale = float(self.layout.scale)
         self.num_videos, self.num_frames, self.dim = video.shape
-        with torch.no_grad():
-            self._precompute(video)
+        with torch.no_grad(), _float_math(video.device):
+            self._precompute(video.to(self.dtype))
 
     # ------------------------------------------------------------------ per-video precomputation
     def _precompute(self, video: torch.Tensor) -> None:
@@ -178,8 +208,8 @@ class XPoolScorer:
 
     # ------------------------------------------------------------------ per-text state
     def _text_state(self, text: TextFeatures) -> _TextState:
-        query = self.layout.q(self.layout.norm_in(text.query))  # [t, d], the naive path's query
-        target = text.target
+        query = self.layout.q(self.layout.norm_in(text.query.to(self.dtype)))  # [t, d], the naive path's query
+        target = text.target.to(self.dtype)
         t64 = target.to(self.acc)
         return _TextState(
             query=query,
@@ -254,14 +284,14 @@ class XPoolScorer:
         return self._forms(att, tdot, att_mix)
 
     # ------------------------------------------------------------------ public scoring
-    @torch.no_grad()
+    @_scoring
     def score_block(self, text: TextFeatures, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Scores [t, b] of the texts against videos ``start:stop``."""
         ts = self._text_state(text)
         forms = self._block_forms(ts, start, self.num_videos if stop is None else stop)  # [b, F, t]
         return self._finish(forms, ts, text_dim=1).T  # [b, t] -> [t, b]
 
-    @torch.no_grad()
+    @_scoring
     def score(self, text: TextFeatures, chunk_size: int = 256, video_chunk_size: int | None = None) -> torch.Tensor:
         """All pairs: [T, V] scores in blocks of ``chunk_size`` texts x ``video_chunk_size`` videos.
 
@@ -282,7 +312,7 @@ class XPoolScorer:
             out[start : start + step] = self._finish(forms, ts, text_dim=1).T  # [V, t] -> [t, V]
         return out
 
-    @torch.no_grad()
+    @_scoring
     def score_candidates(self, text: TextFeatures, candidates: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
         """Scores [T, k] of the pairs (t, candidates[t, i]) only, gathering the per-video tensors.
 
