@@ -5,14 +5,17 @@
     lsdo-index build ckpt=PATH videos=DIR out=INDEX [num_frames=12] [batch_size=16] [fp16=true]
                      [ext=.mp4,.avi,...] [workers=0] [shard_size=256] [device=auto] [overwrite=false]
                      [region_encoder=none|inverse_attention|grid] [region_k=4] [grid=2]
+                     [rerank=false] [index_shard=50000] [prefilter=auto|ivfpq|none] [append=false]
+                     [rank=0 world=1]
     lsdo-index info index=INDEX
     lsdo-index verify index=INDEX
 
-``build`` (resumable; :mod:`lsdo.retrieval.build`) encodes every video under DIR. ``info`` prints
-an index's metadata. ``verify`` checks an index completely: its structure,
-``features.safetensors`` against the SHA-256 recorded in ``index.json`` when it was built, and
-that every stored value is finite; it prints one line per check and ends with ``OK`` (exit 0) or
-a one-line ``error:`` naming what failed (exit 2).
+``build`` (resumable; :mod:`lsdo.retrieval.build`) encodes every video under DIR (``append=true``:
+those not in INDEX yet, as new shards; ``world=N rank=i``: the i-th of N processes, the last to
+finish writes the index). ``info`` prints an index's metadata and its files. ``verify`` checks an
+index completely: its structure, every shard (and a stored prefilter) against the SHA-256 recorded
+in ``index.json`` when it was written, and that every stored value is finite; it prints one line
+per check and ends with ``OK`` (exit 0) or a one-line ``error:`` naming what failed (exit 2).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def index_info(opts: InfoArgs) -> int:
     """``lsdo-index info``: print an index's metadata (quick: the checksum is not computed; see ``verify``)."""
     index = VideoIndex.load(opts.index, mmap=True, verify=False)
     meta = {k: v for k, v in index.meta.items()}
+    meta["files"] = index.stored_files
     if index.checksums is not None:
         meta["checksums"] = index.checksums
     print(repr(index))

@@ -29,6 +29,21 @@ same. At the end the shards are consolidated (ids sorted) into the index and ``.
 removed. Partial results made with other settings (checkpoint, num_frames, fp16, region
 settings) are discarded.
 
+The index is written a shard of ``index_shard`` videos at a time (:meth:`VideoIndex.add` +
+:meth:`VideoIndex.save` with ``remap=True``: memory holds one shard, whatever the number of
+videos); ``rerank=true`` also stores the exact re-ranking tensors
+(:mod:`lsdo.retrieval.index.rerank`), ``prefilter=auto`` a trained FAISS IVF-PQ prefilter from 1M
+videos (``ivfpq``: always, ``none``: never). ``append=true`` adds the videos of the folder that
+are not in the index at ``out`` yet, as new shards (nothing already there is re-encoded or rewritten).
+
+Several devices: ``world=N rank=i`` (N processes, e.g. one per GPU, ``device=auto`` then picks
+``cuda:<i mod GPUs>``) split the sorted file list into consecutive pieces of ``shard_size`` files
+and process every N-th piece from the i-th, writing their shards to ``INDEX/.partial/rank<i>/``;
+each is resumable as above. The rank that finds every file done when it finishes (the last one)
+writes the index from all the ranks' shards (a lock file ``.partial/consolidating`` keeps two
+ranks finishing together from both doing it); the others say what is left and exit 0. The
+result is the index a one-process build makes (the same ids in the same order, the same tensors).
+
 Region embeddings (training-free, paper §3): with ``region_encoder="inverse_attention"``
 (``region_k`` LARC regions) or ``"grid"`` (``grid`` x ``grid`` tiles), every sampled frame is
 also encoded by a :class:`~lsdo.inverse_attention.RegionEncoder` on the checkpoint's CLIP encoder,
@@ -62,10 +77,12 @@ from lsdo.inverse_attention.encoder import METHODS
 from lsdo.model.lsdo_model import LSDOModel
 from lsdo.options import option
 from lsdo.retrieval.index import (
+    DEFAULT_IVFPQ_THRESHOLD,
     META_FILE,
     VideoIndex,
     atomic_write_text,
     escape_name,
+    faiss_available,
     file_sha256,
     model_fingerprint,
     printable,
@@ -76,7 +93,10 @@ log = logging.getLogger(__name__)
 
 PARTIAL_DIR = ".partial"
 SKIPPED_FILE = "skipped.txt"
+LOCK_FILE = "consolidating"  # in .partial: a rank is writing the index
 SHARD_RE = re.compile(r"shard_(\d{4,})\.json")
+RANK_DIR_RE = re.compile(r"rank(\d+)")
+PREFILTERS = ("auto", "ivfpq", "none")
 
 
 @dataclass(frozen=True)
@@ -170,16 +190,32 @@ class _Done:
     next_shard: int
 
 
-def _load_partial(partial: Path, settings: dict[str, Any], files: dict[str, VideoFile]) -> _Done:
-    """Reusable shards of an interrupted build (with the same settings and unchanged files)."""
-    done = _Done({}, {}, 0)
+def _shard_dirs(partial: Path) -> list[Path]:
+    """The directories holding partial shards: ``.partial`` itself and its ``rank<i>`` folders."""
     if not partial.is_dir():
-        return done
+        return []
+    ranks = sorted(p for p in partial.iterdir() if RANK_DIR_RE.fullmatch(p.name) and p.is_dir())
+    return [partial, *ranks]
+
+
+def _load_partial(
+    partial: Path, settings: dict[str, Any], files: dict[str, VideoFile], mine: Path | None = None
+) -> _Done:
+    """Reusable shards of an interrupted build (with the same settings and unchanged files), of every rank.
+
+    ``next_shard``: the next free shard number in ``mine`` (default ``partial``), this process's directory.
+    """
+    done = _Done({}, {}, 0)
+    mine = mine or partial
     shards = sorted(
-        (int(m.group(1)), p) for p in partial.iterdir() if (m := SHARD_RE.fullmatch(p.name)) and p.is_file()
+        (d != mine, int(m.group(1)), p)
+        for d in _shard_dirs(partial)
+        for p in d.iterdir()
+        if (m := SHARD_RE.fullmatch(p.name)) and p.is_file()
     )
-    for number, meta_path in shards:
-        done.next_shard = max(done.next_shard, number + 1)
+    for other, number, meta_path in shards:
+        if not other:
+            done.next_shard = max(done.next_shard, number + 1)
         try:
             doc = json.loads(meta_path.read_bytes().decode("utf-8"))
         except (OSError, ValueError):
@@ -242,8 +278,11 @@ def _write_shard(
     _atomic_json(stem.with_suffix(".json"), doc)  # written last: marks the shard complete
 
 
-def _consolidate(done: _Done, ids: list[str], names: tuple[str, ...] = ("features",)) -> dict[str, torch.Tensor]:
-    """The shards' tensors ``names`` of ``ids`` (in that order): e.g. features [V, n, d], regions [V, n, 1+K, d]."""
+def _gather(done: _Done, ids: list[str], names: tuple[str, ...] = ("features",)) -> dict[str, torch.Tensor]:
+    """The shards' tensors ``names`` of ``ids`` (in that order): e.g. features [B, n, d], regions [B, n, 1+K, d].
+
+    Reads only the partial shards holding these ids (one index shard's worth at a time).
+    """
     cache: dict[Path, dict[str, torch.Tensor]] = {}
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for vid in ids:
@@ -281,6 +320,18 @@ class BuildOptions:
     region_encoder: str = option("also store per-frame region embeddings", "none", choices=METHODS)
     region_k: int = option("inverse_attention: regions per frame", 4, minimum=1)
     grid: int = option("grid: tiles per side", 2, minimum=1)
+    rerank: bool = option(
+        "also store the exact re-ranking tensors (8nd + 8mn bytes per video: 51.6 KB at 12 x 512); "
+        "a query then pays only for its candidates' attention",
+        False,
+    )
+    index_shard: int = option("videos per file of the index (the build holds one in memory)", 50_000, minimum=1)
+    prefilter: str = option("store a trained FAISS IVF-PQ prefilter: auto (from 1M videos), ivfpq, none", "auto",
+                            choices=PREFILTERS)  # fmt: skip
+    append: bool = option("add the videos not yet in the index at out= as new shards (nothing is rewritten)", False)
+    rank: int = option("this process's part of a build split over world processes (0 .. world-1)", 0, minimum=0)
+    world: int = option("processes (devices) the build is split over; the last to finish writes the index", 1,
+                        minimum=1)  # fmt: skip
 
 
 def extensions(names: list[str]) -> tuple[str, ...]:
@@ -307,10 +358,41 @@ def region_encoder_for(model: LSDOModel, method: str, k: int, grid: int) -> tupl
     return encoder, info
 
 
+def _device_for(opts: BuildOptions) -> torch.device:
+    """``opts.device``; ``auto`` with world > 1 and several GPUs: ``cuda:<rank mod GPUs>`` (one GPU per rank)."""
+    if opts.device.strip().lower() == "auto" and opts.world > 1 and torch.cuda.is_available():
+        return torch.device(f"cuda:{opts.rank % torch.cuda.device_count()}")
+    return resolve_device(opts.device)
+
+
+def _check_append(existing: VideoIndex, opts: BuildOptions, dtype: torch.dtype, region_info: Any) -> None:
+    """LSDOUserError unless ``existing`` (the index at out=) was built with the settings of ``opts``."""
+    problems = []
+    if existing.num_frames != opts.num_frames:
+        problems.append(f"num_frames={existing.num_frames}")
+    if existing.dtype != dtype:
+        problems.append(f"fp16={str(existing.dtype == torch.float16).lower()}")
+    if existing.has_regions != (region_info is not None):
+        problems.append(f"region_encoder={existing.meta.get('regions', {}).get('method', 'none')}")
+    if existing.has_rerank != opts.rerank:
+        problems.append(f"rerank={str(existing.has_rerank).lower()}")
+    if problems:
+        raise LSDOUserError(
+            f"append: the index at {opts.out} was built with {', '.join(problems)}: append with the same settings"
+        )
+
+
 def build_index(opts: BuildOptions) -> int:
-    """Encode every video under ``opts.videos`` into the index ``opts.out``; 0, or 130 when interrupted."""
+    """Encode every video under ``opts.videos`` into the index ``opts.out``; 0, or 130 when interrupted.
+
+    With ``world`` > 1 this process encodes its part only (rank ``rank``) and writes the index if it
+    finishes last; with ``append`` it adds the videos the index at ``out`` lacks.
+    """
     num_frames, batch_size, shard_size, workers = opts.num_frames, opts.batch_size, opts.shard_size, opts.workers
-    device = resolve_device(opts.device)
+    rank, world = opts.rank, opts.world
+    if rank >= world:
+        raise LSDOUserError(f"rank: expected 0 <= rank < world={world}, got {rank}")
+    device = _device_for(opts)
     exts = extensions(opts.ext)
     root, out = Path(opts.videos), Path(opts.out)
     if not root.is_dir():
@@ -318,8 +400,13 @@ def build_index(opts: BuildOptions) -> int:
     if out.exists() and not out.is_dir():
         raise LSDOUserError(f"out: {out} exists and is not a directory")
     partial = out / PARTIAL_DIR
-    if (out / META_FILE).exists() and not partial.exists() and not opts.overwrite:
-        raise LSDOUserError(f"out: {out} already holds an index; pass overwrite=true or choose another out=")
+    has_index = (out / META_FILE).exists()
+    if has_index and not partial.exists() and not opts.overwrite and not opts.append:
+        raise LSDOUserError(
+            f"out: {out} already holds an index; pass append=true (add new videos), overwrite=true or another out="
+        )
+    if opts.append and opts.overwrite:
+        raise LSDOUserError("append=true and overwrite=true contradict each other: choose one")
 
     files, dups = discover(root, exts)
     if not files:
@@ -330,6 +417,16 @@ def build_index(opts: BuildOptions) -> int:
     regioner, region_info = region_encoder_for(model, opts.region_encoder, opts.region_k, opts.grid)
     image_size = image_size_of(OmegaConf.create(cfg["model"]))
     dtype = torch.float16 if opts.fp16 else torch.float32
+    existing = None
+    if opts.append and has_index:
+        existing = VideoIndex.load(out, mmap=True, verify=False)
+        existing.check_model(model, name=f"checkpoint {opts.ckpt}")
+        _check_append(existing, opts, dtype, region_info)
+        known = set(existing.ids)
+        files = [f for f in files if f.id not in known]
+        if not files:
+            print(f"nothing to add: every video under {printable(str(root))} is in {printable(str(out))}")
+            return 0
     settings = {
         "fingerprint": model_fingerprint(model),
         "num_frames": num_frames,
@@ -339,8 +436,12 @@ def build_index(opts: BuildOptions) -> int:
     if region_info is not None:  # absent with region_encoder=none: the original settings
         settings["regions"] = region_info
     by_id = {f.id: f for f in files}
-    done = _load_partial(partial, settings, by_id)
+    mine = partial if world == 1 else partial / f"rank{rank}"
+    done = _load_partial(partial, settings, by_id, mine)
     todo = [f for f in files if f.id not in done.rows and f.id not in done.skipped]
+    if world > 1:  # every world-th piece of shard_size files, from the rank-th: fixed by the file list alone
+        position = {f.id: i for i, f in enumerate(files)}
+        todo = [f for f in todo if (position[f.id] // shard_size) % world == rank]
     if done.rows or done.skipped:
         print(
             f"resuming: {len(done.rows) + len(done.skipped)} of {len(files)} videos already processed in {partial}",
@@ -350,7 +451,7 @@ def build_index(opts: BuildOptions) -> int:
         _encode_all(
             model,
             todo,
-            partial,
+            mine,
             done.next_shard,
             settings,
             num_frames,
@@ -364,7 +465,21 @@ def build_index(opts: BuildOptions) -> int:
         print(f"interrupted: finished shards are kept in {partial}; rerun the same command to resume", file=sys.stderr)
         return 130
 
-    done = _load_partial(partial, settings, by_id)
+    done = _load_partial(partial, settings, by_id, mine)
+    left = sum(1 for f in files if f.id not in done.rows and f.id not in done.skipped)
+    if left:  # the other ranks' files
+        print(
+            f"rank {rank} of {world}: its files are done; {left} of {len(files)} files wait for the other ranks "
+            f"(the last rank to finish writes the index; rerun a rank to resume it)"
+        )
+        return 0
+    lock = partial / LOCK_FILE
+    if world > 1:
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            print(f"rank {rank} of {world}: done; another rank is writing the index (else delete {lock} and rerun)")
+            return 0
     skipped = [done.skipped[vid] for vid in sorted(done.skipped)] + dups  # (relative path, reason)
     ids = sorted(done.rows)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,9 +490,10 @@ def build_index(opts: BuildOptions) -> int:
             errors="backslashreplace",
             text="".join(f"{rel}\t{printable(reason)}\n" for rel, reason in skipped),
         )
-    elif skipped_path.exists():
+    elif skipped_path.exists() and existing is None:
         skipped_path.unlink()
-    if not ids:
+    if not ids and existing is None:
+        lock.unlink(missing_ok=True)
         raise LSDOUserError(
             f"videos: none of the {len(files)} video files under {printable(str(root))} could be decoded "
             f"(see {printable(str(skipped_path))})"
@@ -391,23 +507,66 @@ def build_index(opts: BuildOptions) -> int:
         "skipped": len(skipped),
     }
     names = ("features", "regions", "region_mask") if region_info is not None else ("features",)
-    tensors = _consolidate(done, ids, names)
-    index = VideoIndex.build(
-        model,
-        tensors["features"],
-        ids,
-        dtype=dtype,
-        config=cfg,
-        info=info,
-        regions=tensors.get("regions"),
-        region_mask=tensors.get("region_mask"),
-        region_info=region_info,
-    )
-    index.save(out)
+    try:
+        index = _write_index(out, done, ids, names, model, cfg, info, dtype, region_info, opts, existing)
+    except BaseException:
+        lock.unlink(missing_ok=True)  # a rerun writes the index again
+        raise
     shutil.rmtree(partial, ignore_errors=True)
     line = f"indexed {len(ids)} videos, skipped {len(skipped)}"
+    if existing is not None:
+        line = f"added {len(ids)} videos ({len(index)} in the index), skipped {len(skipped)}"
     print(line + (f" (unreadable; listed in {printable(str(skipped_path))})" if skipped else ""))
     return 0
+
+
+def _write_index(
+    out: Path,
+    done: _Done,
+    ids: list[str],
+    names: tuple[str, ...],
+    model: LSDOModel,
+    cfg: Any,
+    info: dict[str, Any],
+    dtype: torch.dtype,
+    region_info: dict[str, Any] | None,
+    opts: BuildOptions,
+    existing: VideoIndex | None,
+) -> VideoIndex:
+    """Write ``ids`` (their rows from the partial shards) into the index at ``out``, ``index_shard`` videos a shard.
+
+    A new index (``existing`` None) is saved in full with its first shard, then appended to; each
+    shard, once written, is memory-mapped rather than held. Then the IVF-PQ prefilter, when due.
+    """
+    index = existing
+    for start in range(0, len(ids), opts.index_shard):  # one index shard in memory at a time
+        part = ids[start : start + opts.index_shard]
+        tensors = _gather(done, part, names)
+        if index is None:
+            index = VideoIndex.build(
+                model,
+                tensors["features"],
+                part,
+                dtype=dtype,
+                config=cfg,
+                info=info,
+                regions=tensors.get("regions"),
+                region_mask=tensors.get("region_mask"),
+                region_info=region_info,
+                rerank=opts.rerank,
+            )
+        else:
+            index.add(model, tensors["features"], part, tensors.get("regions"), tensors.get("region_mask"))
+        index.save(out, remap=True)
+        del tensors
+    assert index is not None
+    if opts.prefilter != "none" and faiss_available():
+        if opts.prefilter == "ivfpq":
+            index.faiss_threshold, index.ivfpq_threshold = 0, 0
+        if len(index) >= DEFAULT_IVFPQ_THRESHOLD or opts.prefilter == "ivfpq":
+            index.faiss_index()  # trained once here, read by every search
+            index.save(out)
+    return index
 
 
 @torch.no_grad()

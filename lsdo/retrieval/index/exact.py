@@ -16,7 +16,10 @@ float32 (:func:`frames_at`).
   its own candidates' scores.
 
 ``extra(texts, videos)`` [t, c], when given, is added to the X-Pool scores (the region scores of
-mode ``both``). Ties go to the lower video index (stable sorts).
+mode ``both``). Ties go to the lower video index (stable sorts). With ``stored`` (an index built
+with ``rerank=True``, :mod:`lsdo.retrieval.index.rerank`) each block reads its videos' stored
+per-video tensors instead of computing them from the frames: the same scores, without the
+O(n d^2) per-video cost.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ import torch
 from lsdo.model.lsdo_model import LSDOModel, TextFeatures
 from lsdo.retrieval.index.finite import NanCheck
 from lsdo.retrieval.index.format import FrameStore
+from lsdo.retrieval.index.rerank import TemplateCache, device_of, frames_at, stored_scorer
 from lsdo.retrieval.index.topk import chunked_topk
 from lsdo.retrieval.xpool_fast import XPoolScorer
+
+__all__ = ["DEFAULT_VIDEO_CHUNK", "RERANK_CAP", "RERANK_TEXTS", "ExactScorer", "ExtraScores", "device_of", "frames_at"]
 
 DEFAULT_VIDEO_CHUNK = 1024  # videos per XPoolScorer in the full protocol (a multiple of its 128-video blocks)
 RERANK_CAP = 2048  # at most this many distinct candidate videos per XPoolScorer when re-ranking
@@ -40,23 +46,14 @@ RERANK_TEXTS = 64  # at most this many texts per re-ranking group
 ExtraScores = Callable[[slice, slice | torch.Tensor], torch.Tensor]
 
 
-def device_of(model: torch.nn.Module) -> torch.device:
-    """The device of ``model``'s parameters (CPU without any)."""
-    ref = next(model.parameters(), None)
-    return ref.device if ref is not None else torch.device("cpu")
-
-
-def frames_at(features: FrameStore, index: slice | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Stored features of some videos, upcast: [k, n, d] float32 on ``device``."""
-    return features[index].to(device=device, dtype=torch.float32)
-
-
 @dataclass
 class ExactScorer:
     """Exact X-Pool scores of texts against the stored ``features`` [V, n, d], with ``model``'s X-Pool head.
 
     ``check(scores, videos)`` refuses NaN scores; ``chunk_size`` texts are scored at a time;
-    ``accum_dtype``: XPoolScorer's accumulation dtype; ``extra``: scores added to X-Pool's (mode both).
+    ``accum_dtype``: XPoolScorer's accumulation dtype; ``extra``: scores added to X-Pool's (mode both);
+    ``stored``: the index's stored re-ranking tensors (name -> [V, ...]) with ``templates``, their
+    per-model scorer cache.
     """
 
     model: LSDOModel
@@ -65,11 +62,23 @@ class ExactScorer:
     chunk_size: int = 256
     accum_dtype: torch.dtype = torch.float64
     extra: ExtraScores | None = None
+    stored: dict[str, FrameStore] | None = None
+    templates: TemplateCache | None = None
+
+    def scorer(self, videos: slice | torch.Tensor) -> XPoolScorer:
+        """An XPoolScorer over ``videos``: from the stored per-video tensors, else computed from the frames."""
+        device = device_of(self.model)
+        if self.stored is not None:
+            _, n, d = self.features.shape
+            templates = self.templates if self.templates is not None else TemplateCache()
+            template = templates.get(self.model, n, d, self.accum_dtype, device)
+            return stored_scorer(template, self.stored, videos, device)
+        frames = frames_at(self.features, videos, device)  # [c, n, d] float32
+        return XPoolScorer(self.model.xpool, frames, accum_dtype=self.accum_dtype)  # per-video tensors
 
     def block(self, text: TextFeatures, texts: slice, videos: slice | torch.Tensor) -> torch.Tensor:
         """Scores [t, c] (CPU float32) of ``text[texts]`` (on the model's device) against c ``videos``."""
-        frames = frames_at(self.features, videos, device_of(self.model))  # [c, n, d] float32
-        scorer = XPoolScorer(self.model.xpool, frames, accum_dtype=self.accum_dtype)  # per-video tensors
+        scorer = self.scorer(videos)
         scores = scorer.score(text[texts], self.chunk_size).float().cpu()  # [t, c]
         return scores if self.extra is None else scores + self.extra(texts, videos)  # [t, c]
 

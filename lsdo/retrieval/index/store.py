@@ -1,28 +1,39 @@
 """Reading and writing an index directory (the format of :mod:`lsdo.retrieval.index.format`).
 
-:func:`write_index` writes ``features.safetensors`` then ``index.json``, each through a temporary
-file renamed into place, and returns the checksums it recorded. :func:`read_index` reads both
-back as a :class:`StoredIndex`, checking everything a load can check cheaply (missing,
-unreadable or truncated files, wrong version, shapes that disagree with the ids, the recorded
-size and, with ``verify=True``, the SHA-256): any problem is a one-line
-:class:`~lsdo.errors.LSDOUserError` naming the file. ``mmap=True`` maps the tensors from the file
-(copy-on-write ``np.memmap`` at the offsets of the safetensors header) instead of reading them, so
-a search with a prefilter touches only the means and its candidates' frames.
+Writing: :func:`write_shard` streams tensors (any :class:`~lsdo.retrieval.index.format.FrameStore`,
+e.g. the memory-mapped shards of a loaded index) into one safetensors file, a block of rows at a
+time, hashing as it writes: memory holds one block, never the whole index. :func:`write_meta`
+writes ``index.json`` (the commit point: a shard or prefilter file not listed there is not part of
+the index). :func:`write_index` is a full save (one shard), :func:`append_shard` an append (one new
+shard; no existing file is rewritten but ``index.json``). Every file goes through a temporary
+file renamed into place.
+
+Reading: :func:`read_index` reads a directory back as a :class:`StoredIndex`, checking everything
+a load can check cheaply (missing, unreadable or truncated files, wrong version, shapes that
+disagree with the ids or between shards, the recorded sizes and, with ``verify=True``, every
+shard's SHA-256): any problem is a one-line :class:`~lsdo.errors.LSDOUserError` naming the file.
+``mmap=True`` maps each shard's tensors from its file (copy-on-write ``np.memmap`` at the offsets
+of the safetensors header) instead of reading them, so a search with a prefilter touches only the
+means and its candidates' rows; several shards are then one
+:class:`~lsdo.retrieval.index.shards.ShardedRows` per tensor. ``mmap=False`` reads every shard
+into memory (one tensor per name).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lsdo.errors import LSDOUserError
 from lsdo.retrieval.index.format import (
@@ -31,14 +42,24 @@ from lsdo.retrieval.index.format import (
     FORMAT,
     FORMAT_VERSION,
     META_FILE,
+    PREFILTER_FILE,
+    READ_VERSIONS,
+    RERANK_TENSORS,
+    SHARD_FILE_RE,
     ST_DTYPES,
+    TORCH_ST,
+    FrameStore,
     check_checksums,
     check_meta,
+    check_shards,
     checksum_problem,
-    file_sha256,
+    shard_file,
 )
+from lsdo.retrieval.index.shards import ShardedRows, row_slices
 
 log = logging.getLogger(__name__)  # a child of "lsdo.retrieval.index": its settings apply here
+
+WRITE_BLOCK = 1 << 26  # bytes of rows converted and written at a time by write_shard
 
 
 @dataclass
@@ -46,13 +67,16 @@ class StoredIndex:
     """An index directory as read by :func:`read_index`: the tensors (shapes in the format) and the metadata."""
 
     path: Path
-    features: torch.Tensor  # [V, n, d] float32 | float16
-    means: torch.Tensor  # [V, d] float32
+    features: FrameStore  # [V, n, d] float32 | float16
+    means: FrameStore  # [V, d] float32
     ids: list[str]
     meta: dict[str, Any]
-    regions: torch.Tensor | None  # [V, n, 1+K, d]
-    region_mask: torch.Tensor | None  # [V, n, 1+K] bool
+    regions: FrameStore | None  # [V, n, 1+K, d]
+    region_mask: FrameStore | None  # [V, n, 1+K] bool
     checksums: dict[str, dict[str, Any]] | None
+    shards: list[dict[str, Any]] = field(default_factory=list)  # [{"file", "num_videos"}]
+    rerank: dict[str, FrameStore] | None = None  # RERANK_TENSORS -> [V, ...]
+    prefilter: dict[str, Any] | None = None  # index.json's "prefilter" entry (file not read here)
 
 
 def short(exc: BaseException) -> str:
@@ -86,29 +110,141 @@ def json_text(doc: Any) -> str:
     return text
 
 
-def write_index(
-    path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any], ids: list[str]
-) -> dict[str, dict[str, Any]]:
-    """Write ``path/features.safetensors`` (``tensors``) and then ``path/index.json`` (``meta``, ``ids``).
+# ------------------------------------------------------------------------------------------- writing
+def _blocks(store: FrameStore) -> Iterable[memoryview]:
+    """The bytes of ``store`` (C order), a block of at most ``WRITE_BLOCK`` bytes' worth of rows at a time."""
+    num = int(store.shape[0])
+    row_bytes = max(math.prod(store.shape[1:]) * torch.empty((), dtype=store.dtype).element_size(), 1)
+    rows = max(WRITE_BLOCK // row_bytes, 1)
+    for piece in row_slices(store, 0, num, rows):
+        array = piece.detach().to("cpu").contiguous().numpy()
+        yield memoryview(array).cast("B")
 
-    The directory is created. Returns the checksums recorded in ``index.json`` ({file: {"sha256", "bytes"}}).
+
+def write_shard(path: Path, tensors: dict[str, FrameStore], version: int = FORMAT_VERSION) -> dict[str, Any]:
+    """Write ``tensors`` (name -> [rows, ...] store) as the safetensors file ``path``; returns {"sha256", "bytes"}.
+
+    Streams the rows (memory: one block) and hashes while writing, through ``path.tmp`` renamed into place.
     """
-    path = Path(path)
+    header: dict[str, Any] = {"__metadata__": {"format": FORMAT, "version": str(version)}}
+    offset = 0
+    for name, store in tensors.items():
+        if store.dtype not in TORCH_ST:
+            raise TypeError(f"tensor '{name}' has dtype {store.dtype}; an index stores {sorted(TORCH_ST.values())}")
+        size = math.prod(store.shape) * torch.empty((), dtype=store.dtype).element_size()
+        span = [offset, offset + size]
+        header[name] = {"dtype": TORCH_ST[store.dtype], "shape": list(store.shape), "data_offsets": span}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    digest = hashlib.sha256()
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as fh:
+            for chunk in (len(text).to_bytes(8, "little"), text):
+                fh.write(chunk)
+                digest.update(chunk)
+            for store in tensors.values():
+                for block in _blocks(store):
+                    fh.write(block)
+                    digest.update(block)
+        size = tmp.stat().st_size
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"sha256": digest.hexdigest(), "bytes": size}
+
+
+def write_bytes(path: Path, data: bytes | np.ndarray) -> dict[str, Any]:
+    """Write ``data`` to ``path`` atomically; returns {"sha256", "bytes"}."""
+    view = memoryview(data).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(view)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"sha256": hashlib.sha256(view).hexdigest(), "bytes": len(view)}
+
+
+def write_meta(
+    path: Path,
+    meta: dict[str, Any],
+    ids: list[str],
+    shards: list[dict[str, Any]],
+    checksums: dict[str, dict[str, Any]],
+    prefilter: dict[str, Any] | None = None,
+) -> None:
+    """Write ``path/index.json`` (version 2): the commit point of a save or an append."""
+    doc = {"format": FORMAT, "version": FORMAT_VERSION, **meta, "shards": shards}
+    if prefilter is not None:
+        doc["prefilter"] = prefilter
+    doc.update(checksums=checksums, ids=ids)
+    atomic_write_text(path / META_FILE, json_text(doc))
+
+
+def listed_files(path: Path) -> set[str]:
+    """The data files an existing ``index.json`` at ``path`` lists (shards and prefilter), or none."""
+    try:
+        doc = json.loads((path / META_FILE).read_bytes().decode("utf-8"))
+        names = {FEATURES_FILE} | {e["file"] for e in doc.get("shards", []) if isinstance(e, dict)}
+        if isinstance(doc.get("prefilter"), dict):
+            names.add(PREFILTER_FILE)
+        return {n for n in names if isinstance(n, str) and (SHARD_FILE_RE.fullmatch(n) or n == PREFILTER_FILE)}
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def prepare_dir(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise LSDOUserError(f"index: {path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / (FEATURES_FILE + ".tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)})
-        checksums = {FEATURES_FILE: {"sha256": file_sha256(tmp), "bytes": tmp.stat().st_size}}
-        os.replace(tmp, path / FEATURES_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
-    doc = {"format": FORMAT, "version": FORMAT_VERSION, **meta, "checksums": checksums, "ids": ids}
-    atomic_write_text(path / META_FILE, json_text(doc))  # written last
-    return checksums
 
 
+def write_index(
+    path: str | os.PathLike, tensors: dict[str, FrameStore], meta: dict[str, Any], ids: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A full save: ``path/features.safetensors`` (every row of ``tensors``), then ``path/index.json``.
+
+    The directory is created; the files of an index that was there before and are not part of this
+    one (its other shards, its prefilter) are removed after ``index.json`` is written. Returns the
+    shard table and the checksums recorded in ``index.json``.
+    """
+    path = Path(path)
+    prepare_dir(path)
+    before = listed_files(path)
+    checksums = {FEATURES_FILE: write_shard(path / FEATURES_FILE, tensors)}
+    shards = [{"file": FEATURES_FILE, "num_videos": len(ids)}]
+    write_meta(path, meta, ids, shards, checksums)
+    for name in before - {FEATURES_FILE}:
+        (path / name).unlink(missing_ok=True)
+    return shards, checksums
+
+
+def append_shard(
+    path: Path,
+    tensors: dict[str, FrameStore],
+    meta: dict[str, Any],
+    ids: list[str],
+    shards: list[dict[str, Any]],
+    checksums: dict[str, dict[str, Any]],
+    prefilter: dict[str, Any] | None,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """An append: the new rows ``tensors`` as shard ``len(shards)``, then ``index.json`` listing it.
+
+    ``shards`` / ``checksums`` / ``prefilter``: what the directory's ``index.json`` records now
+    (kept as they are: no existing file is read or rewritten). Returns the new table and checksums.
+    """
+    name = shard_file(len(shards))
+    entry = write_shard(path / name, tensors)
+    rows = int(next(iter(tensors.values())).shape[0])
+    shards = [*shards, {"file": name, "num_videos": rows}]
+    checksums = {**checksums, name: entry}
+    write_meta(path, meta, ids, shards, checksums, prefilter)
+    return shards, checksums
+
+
+# ------------------------------------------------------------------------------------------- reading
 def read_header(path: Path) -> tuple[int, dict[str, Any]]:
     """(data start, header dict) of a safetensors file, validated against the file size."""
     size = path.stat().st_size
@@ -130,7 +266,7 @@ def read_header(path: Path) -> tuple[int, dict[str, Any]]:
 
 
 def read_features(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of ``features.safetensors``; LSDOUserError naming the file when unreadable."""
+    """(tensors, metadata) of one shard file; LSDOUserError naming the file when unreadable."""
     if not path.is_file():
         raise LSDOUserError(f"index: {path} is missing (rebuild the index with lsdo-index build)")
     try:
@@ -143,12 +279,15 @@ def read_features(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dict
             if name == "__metadata__":
                 continue
             if entry["dtype"] not in ST_DTYPES:
-                raise ValueError(f"tensor '{name}' has dtype {entry['dtype']} (expected F32, F16 or BOOL)")
+                raise ValueError(f"tensor '{name}' has dtype {entry['dtype']} (expected F32, F16, F64 or BOOL)")
             dtype = np.dtype(ST_DTYPES[entry["dtype"]])
             shape = tuple(int(s) for s in entry["shape"])
             start, stop = entry["data_offsets"]
             if stop - start != math.prod(shape) * dtype.itemsize:
                 raise ValueError(f"tensor '{name}': {stop - start} bytes for shape {list(shape)}")
+            if math.prod(shape) == 0:  # np.memmap cannot map zero bytes
+                tensors[name] = torch.from_numpy(np.zeros(shape, dtype=dtype))
+                continue
             # copy-on-write map: pages are read on access, writes (none here) never reach the file
             array = np.memmap(path, dtype=dtype, mode="c", offset=base + start, shape=shape)
             tensors[name] = torch.from_numpy(array)
@@ -159,14 +298,42 @@ def read_features(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dict
         raise LSDOUserError(f"index: {path} is corrupt or truncated ({short(exc)}); rebuild the index") from None
 
 
-def read_index(path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> StoredIndex:
-    """Read an index directory written by :func:`write_index`; any problem is a one-line LSDOUserError.
+def _check_prefilter(doc: dict[str, Any], meta_path: Path, num_videos: int) -> dict[str, Any] | None:
+    entry = doc.get("prefilter")
+    if entry is None:
+        return None
+    ok = (
+        isinstance(entry, dict)
+        and entry.get("file") == PREFILTER_FILE
+        and entry.get("kind") in ("ivf", "ivfpq")
+        and all(isinstance(entry.get(k), int) and entry[k] >= 1 for k in ("nlist", "num_videos"))
+        and isinstance(entry.get("pq"), int)
+        and (entry["pq"] >= 1) == (entry["kind"] == "ivfpq")
+        and entry["num_videos"] <= num_videos
+    )
+    if not ok:
+        raise LSDOUserError(f"index: {meta_path} has a malformed 'prefilter' entry; rebuild the index")
+    return dict(entry)
 
-    ``path`` may also name one of its two files. ``verify``: check ``features.safetensors`` against
-    its recorded SHA-256 (else only its size); an index without checksums loads with a warning.
+
+def _expect(path: Path, name: str, tensor: torch.Tensor | None, shape: tuple, dtype: torch.dtype, hint: str) -> None:
+    if tensor is None:
+        raise LSDOUserError(f"index: {path} lacks the '{name}' tensor; rebuild the index")
+    if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+        raise LSDOUserError(
+            f"index: {path} holds {name} {list(tensor.shape)} {tensor.dtype}, {hint} {list(shape)} {dtype}; "
+            f"rebuild the index"
+        )
+
+
+def read_index(path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> StoredIndex:
+    """Read an index directory (format version 1 or 2); any problem is a one-line LSDOUserError.
+
+    ``path`` may also name its ``index.json`` or one of its shards. ``verify``: check every shard
+    against its recorded SHA-256 (else only its size); shards without checksums load with a warning.
     """
     path = Path(path)
-    if path.is_file() and path.name in (META_FILE, FEATURES_FILE):
+    if path.is_file() and (path.name == META_FILE or SHARD_FILE_RE.fullmatch(path.name)):
         path = path.parent
     if not path.exists():
         raise LSDOUserError(f"index: {path} does not exist (build one with: lsdo-index build ... out={path})")
@@ -181,54 +348,98 @@ def read_index(path: str | os.PathLike, *, mmap: bool = False, verify: bool = Tr
         raise LSDOUserError(f"index: {meta_path} is not valid JSON ({short(exc)}); rebuild the index") from None
     meta, ids = check_meta(doc, meta_path)
     checksums = check_checksums(doc, meta_path)
-    feats_path = path / FEATURES_FILE
-    tensors, st_meta = read_features(feats_path, mmap)
+    shards = check_shards(doc, meta_path)
+    prefilter = _check_prefilter(doc, meta_path, len(ids))
+    v, n, d, dtype = len(ids), meta["num_frames"], meta["embed_dim"], DTYPES[meta["dtype"]]
+    total = sum(e["num_videos"] for e in shards)
+    if total != v:
+        first = path / shards[0]["file"]
+        raise LSDOUserError(
+            f"index: {meta_path} lists {v} ids but its shards ({first}{' ...' if len(shards) > 1 else ''}) hold "
+            f"{total} videos; the files do not belong together, rebuild the index"
+        )
     if checksums is None:
         log.warning(
             "index %s has no checksums (written by an older lsdo): its contents cannot be verified; "
             "rebuild it to add them",
             path,
         )
-    else:
-        problem = checksum_problem(feats_path, checksums.get(FEATURES_FILE), hash_it=verify)
-        if problem:
+    unverified = [e["file"] for e in shards if checksums is not None and e["file"] not in checksums]
+    if unverified:
+        log.warning("index %s: shard(s) %s have no checksum (appended to an older index)", path, unverified)
+
+    has_regions = "regions" in meta
+    rerank_info = meta.get("rerank")
+    parts: dict[str, list[torch.Tensor]] = {}
+    for entry in shards:
+        shard_path, rows = path / entry["file"], entry["num_videos"]
+        tensors, st_meta = read_features(shard_path, mmap)
+        if checksums is not None and entry["file"] in checksums:
+            problem = checksum_problem(shard_path, checksums[entry["file"]], hash_it=verify)
+            if problem:
+                raise LSDOUserError(
+                    f"index: {shard_path} {problem}: the file is damaged or was changed after the build; "
+                    f"rebuild the index (lsdo-index verify index={path} checks every file)"
+                )
+        if st_meta.get("version") not in (None, *map(str, READ_VERSIONS)):
             raise LSDOUserError(
-                f"index: {feats_path} {problem}: the file is damaged or was changed after the build; "
-                f"rebuild the index (lsdo-index verify index={path} checks every file)"
+                f"index: {shard_path} has format version {st_meta.get('version')}, this lsdo reads "
+                f"{', '.join(map(str, READ_VERSIONS))}"
             )
-    if st_meta.get("version") not in (None, str(FORMAT_VERSION)):
-        raise LSDOUserError(
-            f"index: {feats_path} has format version {st_meta.get('version')}, this lsdo reads {FORMAT_VERSION}"
-        )
-    features, means = tensors.get("features"), tensors.get("means")
-    if features is None or means is None:
-        raise LSDOUserError(f"index: {feats_path} lacks the 'features' / 'means' tensors; rebuild the index")
-    v, n, d, dtype = len(ids), meta["num_frames"], meta["embed_dim"], DTYPES[meta["dtype"]]
-    if tuple(features.shape) != (v, n, d) or features.dtype != dtype:
-        raise LSDOUserError(
-            f"index: {feats_path} holds features {list(features.shape)} {features.dtype}, but {meta_path} "
-            f"lists [{v}, {n}, {d}] {dtype} ({v} ids); the two files do not belong together, rebuild the index"
-        )
-    if tuple(means.shape) != (v, d) or means.dtype != torch.float32:
-        raise LSDOUserError(
-            f"index: {feats_path} holds means {list(means.shape)} {means.dtype}, expected [{v}, {d}] float32"
-        )
-    regions, region_mask = tensors.get("regions"), tensors.get("region_mask")
-    if "regions" in meta or regions is not None or region_mask is not None:
-        info = meta.get("regions")
-        k = info.get("num_regions") if isinstance(info, dict) else None
-        if not isinstance(k, int) or regions is None or region_mask is None:
+        features, means = tensors.get("features"), tensors.get("means")
+        if features is None or means is None:
+            raise LSDOUserError(f"index: {shard_path} lacks the 'features' / 'means' tensors; rebuild the index")
+        if tuple(features.shape) != (rows, n, d) or features.dtype != dtype:
             raise LSDOUserError(
-                f"index: {meta_path} and {feats_path} disagree about region embeddings; rebuild the index"
+                f"index: {shard_path} holds features {list(features.shape)} {features.dtype}, but {meta_path} "
+                f"lists [{rows}, {n}, {d}] {dtype} ({v} ids); the two files do not belong together, rebuild the index"
             )
-        if tuple(regions.shape) != (v, n, 1 + k, d) or regions.dtype != dtype:
+        if tuple(means.shape) != (rows, d) or means.dtype != torch.float32:
             raise LSDOUserError(
-                f"index: {feats_path} holds regions {list(regions.shape)} {regions.dtype}, expected "
-                f"[{v}, {n}, {1 + k}, {d}] {dtype}; rebuild the index"
+                f"index: {shard_path} holds means {list(means.shape)} {means.dtype}, expected [{rows}, {d}] float32"
             )
-        if tuple(region_mask.shape) != (v, n, 1 + k) or region_mask.dtype != torch.bool:
-            raise LSDOUserError(
-                f"index: {feats_path} holds region_mask {list(region_mask.shape)} {region_mask.dtype}, "
-                f"expected [{v}, {n}, {1 + k}] bool; rebuild the index"
-            )
-    return StoredIndex(path, features, means, ids, meta, regions, region_mask, checksums)
+        regions, region_mask = tensors.get("regions"), tensors.get("region_mask")
+        if has_regions or regions is not None or region_mask is not None:
+            info = meta.get("regions")
+            k = info.get("num_regions") if isinstance(info, dict) else None
+            if not isinstance(k, int) or regions is None or region_mask is None:
+                raise LSDOUserError(
+                    f"index: {meta_path} and {shard_path} disagree about region embeddings; rebuild the index"
+                )
+            _expect(shard_path, "regions", regions, (rows, n, 1 + k, d), dtype, "expected")
+            _expect(shard_path, "region_mask", region_mask, (rows, n, 1 + k), torch.bool, "expected")
+        stored_rerank = [name for name in RERANK_TENSORS if name in tensors]
+        if rerank_info is not None or stored_rerank:
+            m = rerank_info.get("num_mix") if isinstance(rerank_info, dict) else None
+            if not isinstance(m, int) or len(stored_rerank) != len(RERANK_TENSORS):
+                raise LSDOUserError(
+                    f"index: {meta_path} and {shard_path} disagree about the re-ranking tensors; rebuild the index"
+                )
+            _expect(shard_path, "rerank_keys", tensors["rerank_keys"], (rows, n, d), torch.float32, "expected")
+            _expect(shard_path, "rerank_frames", tensors["rerank_frames"], (rows, n, d), torch.float32, "expected")
+            _expect(shard_path, "rerank_mix", tensors["rerank_mix"], (rows, m, n), torch.float64, "expected")
+        for name, tensor in tensors.items():
+            parts.setdefault(name, []).append(tensor)
+
+    def combine(name: str) -> FrameStore | None:
+        pieces = parts.get(name)
+        if pieces is None:
+            return None
+        if len(pieces) == 1:
+            return pieces[0]
+        return ShardedRows(pieces) if mmap else torch.cat(pieces)
+
+    rerank = {name: combine(name) for name in RERANK_TENSORS} if rerank_info is not None else None
+    return StoredIndex(
+        path,
+        combine("features"),  # type: ignore[arg-type]
+        combine("means"),  # type: ignore[arg-type]
+        ids,
+        meta,
+        combine("regions"),
+        combine("region_mask"),
+        checksums,
+        shards,
+        rerank,  # type: ignore[arg-type]
+        prefilter,
+    )
