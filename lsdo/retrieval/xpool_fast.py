@@ -63,6 +63,7 @@ the softmax over frames and the Gram contractions are vectorised along the texts
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -205,6 +206,22 @@ class XPoolScorer:
         self.frames_g = ag.to(video.dtype).contiguous()  # [V, n, d] float32: the text side contracts with it
         # [V, n, m] -> [V, m, n]: per video, m rows (Gram rows and linear forms) over its n frames
         self.mix_t = torch.cat(cols, dim=-1).transpose(1, 2).contiguous()
+
+    # ------------------------------------------------------------------ per-video state, stored and restored
+    def video_state(self) -> dict[str, torch.Tensor]:
+        """The text-independent per-video tensors: ``keys`` [V, n, d], ``frames_g`` [V, n, d], ``mix_t`` [V, m, n]."""
+        return {"keys": self.keys, "frames_g": self.frames_g, "mix_t": self.mix_t}
+
+    def with_videos(self, keys: torch.Tensor, frames_g: torch.Tensor, mix_t: torch.Tensor) -> XPoolScorer:
+        """This scorer over other videos whose :meth:`video_state` was computed before (e.g. stored in an index):
+        a shallow copy sharing the head, with those tensors in this scorer's dtypes and device."""
+        other = copy.copy(self)
+        device = self.keys.device
+        other.keys = keys.to(device=device, dtype=self.keys.dtype)
+        other.frames_g = frames_g.to(device=device, dtype=self.frames_g.dtype)
+        other.mix_t = mix_t.to(device=device, dtype=self.mix_t.dtype)
+        other.num_videos = int(keys.shape[0])
+        return other
 
     # ------------------------------------------------------------------ per-text state
     def _text_state(self, text: TextFeatures) -> _TextState:

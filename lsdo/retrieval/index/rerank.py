@@ -26,7 +26,6 @@ to float32 instead of being computed in float32: a difference of ~1e-7).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -93,9 +92,10 @@ def compute_rerank(
         if count < MIN_BLOCK:  # same kernels as a block of candidates (a lone video's products round differently)
             video = torch.cat([video, video[:1].expand(MIN_BLOCK - count, n, d)])
         scorer = XPoolScorer(model.xpool, video, accum_dtype=STORED_ACCUM)
-        out["rerank_keys"][start:stop] = scorer.keys[:count].to("cpu", torch.float32)
-        out["rerank_frames"][start:stop] = scorer.frames_g[:count].to("cpu", torch.float32)
-        out["rerank_mix"][start:stop] = scorer.mix_t[:count].to("cpu", STORED_ACCUM)
+        state = scorer.video_state()
+        out["rerank_keys"][start:stop] = state["keys"][:count].to("cpu", torch.float32)
+        out["rerank_frames"][start:stop] = state["frames_g"][:count].to("cpu", torch.float32)
+        out["rerank_mix"][start:stop] = state["mix_t"][:count].to("cpu", STORED_ACCUM)
     return out
 
 
@@ -128,10 +128,5 @@ def stored_scorer(
     template: XPoolScorer, tensors: dict[str, FrameStore], videos: slice | torch.Tensor, device: torch.device
 ) -> XPoolScorer:
     """An XPoolScorer over ``videos`` whose per-video tensors are the stored rows (no per-video precomputation)."""
-    scorer = copy.copy(template)
     keys, frames, mix = (tensors[name][videos] for name in RERANK_TENSORS)
-    scorer.keys = keys.to(device=device, dtype=template.keys.dtype)
-    scorer.frames_g = frames.to(device=device, dtype=template.frames_g.dtype)
-    scorer.mix_t = mix.to(device=device, dtype=template.mix_t.dtype)
-    scorer.num_videos = int(keys.shape[0])
-    return scorer
+    return template.with_videos(keys, frames, mix)
