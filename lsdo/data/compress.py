@@ -22,50 +22,24 @@ is not valid UTF-8 as ``\\xNN``).
 
 from __future__ import annotations
 
+import functools
 import os
-import sys
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from lsdo.data.folder_jobs import Summary, run_jobs, sources
 from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, _av_open, _reason, frames_at_rate, open_h264_writer
 from lsdo.errors import DataNotFoundError, LSDOUserError
 from lsdo.names import printable
 from lsdo.options import option
 
 VIDEO_EXTS = VIDEO_EXTENSIONS  # the one list (lsdo.data.video)
-MAX_LISTED_CLASHES = 10  # name clashes spelled out in the error line (the count says how many in all)
 
 
 def output_path(src: Path, in_dir: Path, out_dir: Path) -> Path:
     """Where ``src`` (under ``in_dir``) is written: the same relative folder and stem under ``out_dir``, ``.mp4``."""
     return (out_dir / src.relative_to(in_dir)).with_suffix(".mp4")
-
-
-def name_clashes(sources: Sequence[Path], in_dir: Path, out_dir: Path) -> list[tuple[Path, list[Path]]]:
-    """(output, inputs) for every output that two or more ``sources`` would be written to (sorted)."""
-    by_dst: dict[Path, list[Path]] = {}
-    for src in sources:
-        by_dst.setdefault(output_path(src, in_dir, out_dir), []).append(src)
-    return sorted((dst, sorted(srcs)) for dst, srcs in by_dst.items() if len(srcs) > 1)
-
-
-@dataclass
-class Summary:
-    """Counts of one run; ``failures`` holds (input file, reason)."""
-
-    compressed: int = 0
-    skipped: int = 0
-    failures: list[tuple[Path, str]] = field(default_factory=list)
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    def line(self) -> str:
-        return f"compressed {self.compressed}, skipped {self.skipped} (already done), failed {self.failed}"
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -77,17 +51,6 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     if width <= height:
         return even(short_side), even(height * short_side / width)
     return even(width * short_side / height), even(short_side)
-
-
-def find_videos(in_dir: Path, exts: Iterable[str] = VIDEO_EXTS, exclude: Path | None = None) -> list[Path]:
-    """Video files under ``in_dir`` (recursive, sorted), skipping hidden names and the ``exclude`` tree."""
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in exts}
-    found = []
-    for root, dirs, files in os.walk(in_dir):
-        rootp = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or rootp / d != exclude))
-        found += [rootp / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in exts]
-    return sorted(found)
 
 
 def compress_video(
@@ -178,66 +141,18 @@ def run(
     progress: bool | None = None,
 ) -> Summary:
     """Compress every video under ``in_dir`` into ``out_dir``; see the module docstring."""
-    from tqdm import tqdm
-
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise DataNotFoundError(f"input folder not found: {in_dir}")
-    if out_dir.resolve() == in_dir.resolve():
-        raise LSDOUserError(f"OUT_DIR must differ from IN_DIR (outputs would overwrite inputs): {out_dir}")
     if fps <= 0 or short_side < 2 or workers < 1:
         raise LSDOUserError(f"need --fps > 0, --short-side >= 2, --workers >= 1; got {fps}, {short_side}, {workers}")
-    inside = out_dir.resolve().is_relative_to(in_dir.resolve())  # OUT_DIR under IN_DIR: do not recurse into it
-    sources = find_videos(in_dir, exts, exclude=out_dir if inside else None)
-    if not sources:
-        raise DataNotFoundError(f"no videos ({', '.join(exts)}) under {in_dir}")
-
-    clashes = name_clashes(sources, in_dir, out_dir)
-    if clashes:  # refused before any work: one of each group would silently overwrite the others
-        listed = "; ".join(
-            " and ".join(printable(str(s.relative_to(in_dir))) for s in srcs)
-            + f" -> {printable(str(dst.relative_to(out_dir)))}"
-            for dst, srcs in clashes[:MAX_LISTED_CLASHES]
-        )
-        more = f"; ... ({len(clashes) - MAX_LISTED_CLASHES} more)" if len(clashes) > MAX_LISTED_CLASHES else ""
-        raise LSDOUserError(
-            f"{len(clashes)} output name clash(es) under {printable(str(out_dir))}, nothing compressed: "
-            f"{listed}{more}; "
-            "rename one file of each group (or pick one extension with --ext)"
-        )
-
-    summary, todo = Summary(), []
-    for src in sources:
+    found = sources(in_dir, out_dir, exts, lambda src: output_path(src, in_dir, out_dir), "nothing compressed", "--ext")
+    summary, todo = Summary("compressed"), []
+    for src in found:
         dst = output_path(src, in_dir, out_dir)
         if dst.is_file() and dst.stat().st_size > 0:
             summary.skipped += 1
         else:
             todo.append((src, dst))
-
-    bar = tqdm(total=len(todo), unit="video", desc="compress", disable=(not progress) if progress is not None else None)
-
-    def done(src: Path, reason: str | None) -> None:
-        if reason is None:
-            summary.compressed += 1
-        else:
-            summary.failures.append((src, reason))
-            bar.write(
-                f"failed: {printable(str(src))}: {printable(str(reason))}", file=sys.stderr
-            )  # one line per failure
-        bar.update()
-
     threads = 1 if workers > 1 else 0  # one encoder thread per process when processes run in parallel
-    if workers == 1 or len(todo) <= 1:
-        for src, dst in todo:
-            done(src, _job(src, dst, fps, short_side, crf, threads))
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-            futures = {pool.submit(_job, src, dst, fps, short_side, crf, threads): src for src, dst in todo}
-            for fut in as_completed(futures):
-                try:
-                    reason = fut.result()
-                except BrokenProcessPool:
-                    reason = "a worker process died (crash or out of memory) while this file was queued; rerun to retry"
-                done(futures[fut], reason)
-    bar.close()
+    job = functools.partial(_job, fps=fps, short_side=short_side, crf=crf, threads=threads)
+    run_jobs(todo, job, summary, workers, "compress", progress)
     return summary

@@ -41,13 +41,11 @@ pixels for ``uint8``, JPEG's small error for ``jpeg``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +53,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from lsdo.data.compress import find_videos, name_clashes
+from lsdo.data.folder_jobs import Summary, run_jobs, sources
 from lsdo.data.sampling import segment_indices
 from lsdo.data.transforms import BICUBIC, BILINEAR, CLIP_MEAN, CLIP_STD, VideoTransform
 from lsdo.data.video import (
@@ -76,7 +74,6 @@ SETTINGS_FILE = "cache.json"
 FORMATS = ("jpeg", "uint8")
 VERSION = 1
 _TAIL = 16  # header length (8 bytes) + MAGIC
-MAX_LISTED_CLASHES = 10
 
 
 class CacheEntryError(VideoDecodeError):
@@ -446,22 +443,6 @@ class FrameCacheOptions:
     progress: bool | None = option("a progress bar (null: when stderr is a terminal)", None)
 
 
-@dataclass
-class Summary:
-    """Counts of one run; ``failures`` holds (input file, reason)."""
-
-    cached: int = 0
-    skipped: int = 0
-    failures: list[tuple[Path, str]] = field(default_factory=list)
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    def line(self) -> str:
-        return f"cached {self.cached}, skipped {self.skipped} (already done), failed {self.failed}"
-
-
 def _claim(out_dir: Path, settings: dict[str, Any]) -> None:
     """Write ``cache.json`` (or check that the one there has the same settings)."""
     path = out_dir / SETTINGS_FILE
@@ -492,66 +473,22 @@ def run(
     progress: bool | None = None,
 ) -> Summary:
     """Write the entry of every video under ``in_dir`` into ``out_dir``; see the module docstring."""
-    from tqdm import tqdm
-
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise DataNotFoundError(f"input folder not found: {in_dir}")
-    if out_dir.resolve() == in_dir.resolve():
-        raise LSDOUserError(f"OUT_DIR must differ from IN_DIR: {out_dir}")
     if (fps is not None and fps <= 0) or (short_side is not None and short_side < 2) or workers < 1:
         raise LSDOUserError(f"need fps > 0, short_side >= 2, workers >= 1; got {fps}, {short_side}, {workers}")
     if fmt not in FORMATS or not 1 <= quality <= 100:
         raise LSDOUserError(f"need format in {' | '.join(FORMATS)} and quality 1-100; got {fmt}, {quality}")
-    inside = out_dir.resolve().is_relative_to(in_dir.resolve())
-    sources = find_videos(in_dir, exts, exclude=out_dir if inside else None)
-    if not sources:
-        raise DataNotFoundError(f"no videos ({', '.join(exts)}) under {in_dir}")
-    clashes = name_clashes(sources, in_dir, out_dir)  # the same groups whatever the output suffix
-    if clashes:
-        listed = "; ".join(
-            " and ".join(printable(str(s.relative_to(in_dir))) for s in srcs)
-            + f" -> {printable(str(output_path(srcs[0], in_dir, out_dir).relative_to(out_dir)))}"
-            for _, srcs in clashes[:MAX_LISTED_CLASHES]
-        )
-        more = f"; ... ({len(clashes) - MAX_LISTED_CLASHES} more)" if len(clashes) > MAX_LISTED_CLASHES else ""
-        raise LSDOUserError(
-            f"{len(clashes)} output name clash(es) under {printable(str(out_dir))}, nothing cached: {listed}{more}; "
-            "rename one file of each group (or pick one extension with ext=)"
-        )
+    found = sources(in_dir, out_dir, exts, lambda src: output_path(src, in_dir, out_dir), "nothing cached", "ext=")
     fps = None if fps is None else float(fps)
     settings = cache_settings(fps, short_side, fmt, quality)
     _claim(out_dir, settings)
-
-    summary, todo = Summary(), []
-    for src in sources:
+    summary, todo = Summary("cached"), []
+    for src in found:
         dst = output_path(src, in_dir, out_dir)
         if is_done(src, dst, settings):
             summary.skipped += 1
         else:
             todo.append((src, dst))
-
-    bar = tqdm(total=len(todo), unit="video", desc="frames", disable=(not progress) if progress is not None else None)
-
-    def done(src: Path, reason: str | None) -> None:
-        if reason is None:
-            summary.cached += 1
-        else:
-            summary.failures.append((src, reason))
-            bar.write(f"failed: {printable(str(src))}: {printable(str(reason))}", file=sys.stderr)  # one line each
-        bar.update()
-
-    if workers == 1 or len(todo) <= 1:
-        for src, dst in todo:
-            done(src, _job(src, dst, fps, short_side, fmt, quality))
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_one_thread) as pool:
-            futures = {pool.submit(_job, src, dst, fps, short_side, fmt, quality): src for src, dst in todo}
-            for fut in as_completed(futures):
-                try:
-                    reason = fut.result()
-                except BrokenProcessPool:
-                    reason = "a worker process died (crash or out of memory) while this file was queued; rerun to retry"
-                done(futures[fut], reason)
-    bar.close()
+    job = functools.partial(_job, fps=fps, short_side=short_side, fmt=fmt, quality=quality)
+    run_jobs(todo, job, summary, workers, "frames", progress, initializer=_one_thread)
     return summary
