@@ -89,6 +89,10 @@ LEGACY: dict[str, tuple[object, tuple[str, ...] | None]] = {
     "inference.prefilter_k": (100, None),
     "inference.dsl": (False, None),
     "inference.dsl_temperature": (0.01, None),
+    "inference.qb_norm": (False, None),  # added 2026-12-02 (issue 16); off before
+    "inference.qb_norm_beta": (20, None),
+    "inference.qb_norm_k": (1, None),
+    "inference.qb_norm_bank": ("test", None),
 }
 
 

@@ -4,8 +4,8 @@ The model is rebuilt from the checkpoint alone (its saved config). On the comman
 
 * ``dataset=NAME [dataset.key=...]`` evaluates on another dataset (the preset replaces the saved
   dataset config); without it the checkpoint's own dataset settings are used;
-* ``inference.mode=full|fast``, ``inference.prefilter_k=K``, ``inference.dsl=true``, ... override
-  the saved protocol (keys left null keep the checkpoint's);
+* ``inference.mode=full|fast``, ``inference.prefilter_k=K``, ``inference.dsl=true``,
+  ``inference.qb_norm=true``, ... override the saved protocol (keys left null keep the checkpoint's);
 * ``variant=...``, ``model=...`` or ``impl=...`` must agree with the checkpoint (a checkpoint
   rebuilds its own model): a mismatch is a one-line error.
 
@@ -36,6 +36,8 @@ from lsdo.lightning_module import LSDOLitModule, compile_model
 from lsdo.model.encoder import image_size_of
 from lsdo.reporting import format_metrics_table
 from lsdo.retrieval import canonical_mode
+from lsdo.retrieval.qbnorm import LABEL as QB_NORM_LABEL
+from lsdo.retrieval.qbnorm import check_options as check_qb_norm
 from lsdo.runtime import check_accelerator
 from lsdo.train import compile_requested, query_ranks, run_directory, trainer_options
 
@@ -172,6 +174,10 @@ def protocol_label(inference: Any) -> str:
     label = "full protocol" if mode == "full" else f"fast (prefilter k={inference.get('prefilter_k', 100)})"
     if inference.get("dsl"):
         label += ", DSL post-processing (transductive)"
+    check_qb_norm(inference)  # qb_norm with dsl, an unknown bank: one line
+    if inference.get("qb_norm"):
+        beta, k = inference.get("qb_norm_beta"), inference.get("qb_norm_k")
+        label += f", {QB_NORM_LABEL} post-processing (test-query bank, beta={beta}, k={k})"
     return label
 
 
@@ -183,6 +189,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     saved, state_dict = load_checkpoint(str(cfg.ckpt))
     merged = merge_eval_config(saved, cfg, command_line_keys())
     validate(merged)
+    protocol_label(merged.inference)  # refuses qb_norm with dsl (one line) before the model is built
     options = trainer_options(cfg)  # trainer.devices, trainer.strategy, ...: every key goes to Lightning
     out, writer, scratch = run_directory(cfg)  # rank 0 writes; other ranks only compute
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ from lsdo.model.region_lsdo import RegionLSDO
 from lsdo.model.video_lsdo import SingleLSDO
 from lsdo.retrieval import canonical_mode, dual_softmax, fast_similarity, similarity_matrix
 from lsdo.retrieval.metrics import t2v_metrics, v2t_metrics
+from lsdo.retrieval.qbnorm import check_options as check_qb_norm
+from lsdo.retrieval.qbnorm import qb_norm
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +299,12 @@ class LSDOLitModule(L.LightningModule):
         ``prefilter`` (earlier name ``fast``) re-ranks the ``prefilter_k`` mean-pool candidates of each
         text (paper IV-B.3).
         ``inference.dsl=true`` applies dual softmax (transductive; labelled in every output).
+        ``inference.qb_norm=true`` applies QB-Norm's dynamic inverted softmax with the test queries as
+        the bank (``qb_norm_beta``, ``qb_norm_k``; lsdo.retrieval.qbnorm; transductive, labelled in
+        every output); refused together with ``dsl``.
         """
         inf = self.cfg.get("inference") or {}
+        check_qb_norm(inf)
         chunk = int(inf["chunk_size"])
         mode = canonical_mode(str(inf["mode"]))
         if mode == "full":
@@ -310,6 +316,8 @@ class LSDOLitModule(L.LightningModule):
         sims = sims.float()
         if bool(inf["dsl"]):
             sims = dual_softmax(sims, float(inf["dsl_temperature"]))
+        if bool(inf.get("qb_norm", False)):  # bank: the test queries (qb_norm_bank=test, checked above)
+            sims = qb_norm(sims, sims, beta=float(inf["qb_norm_beta"]), k=int(inf["qb_norm_k"]))
         return sims
 
     def _eval_features(self) -> tuple[TextFeatures, torch.Tensor, torch.Tensor] | None:

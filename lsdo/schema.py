@@ -155,6 +155,10 @@ class Inference:
     chunk_size: int = MISSING
     dsl: bool = MISSING
     dsl_temperature: float = MISSING
+    qb_norm: bool = MISSING
+    qb_norm_beta: float = MISSING
+    qb_norm_k: int = MISSING
+    qb_norm_bank: str = MISSING
 
 
 @dataclass
@@ -190,6 +194,7 @@ SECTIONS: dict[str, type] = {
 TOP_KEYS = {  # the keys outside any section, of train.yaml / eval.yaml / zeroshot.yaml
     "task_name", "seed", "impl", "train", "test", "ckpt_path", "ckpt", "select_on_test",
     "checkpoint", "dataset", "model", "variant", "optim", "inference", "paths", "trainer", "logger",
+    "paper",  # experiment=<dataset>_<variant>: the paper's figures for that row (carried, not read)
 }  # fmt: skip
 
 

@@ -50,11 +50,11 @@ MUTATIONS = [
       'metrics = {f"t2v/{k}": v for k, v in t2v_metrics(sims, t2v_idx).items()}',
       'metrics = {f"t2v/{k}": v for k, v in v2t_metrics(sims, t2v_idx).items()}', ("tests/test_lit_evaluation.py",)),
     M("dual softmax always on", "lsdo/lightning_module.py",
-      'if bool(inf.get("dsl", False)):', "if True:", ("tests/test_lit_evaluation.py",)),
+      'if bool(inf["dsl"]):', "if True:", ("tests/test_lit_evaluation.py",)),
     M("batch offset of caption -> video indices dropped", "lsdo/lightning_module.py",
       "t2v.append(idx + n)", "t2v.append(idx)", ("tests/test_lit_evaluation.py",)),
     M("fast mode ignores prefilter_k", "lsdo/lightning_module.py",
-      'prefilter_k=int(inf.get("prefilter_k", 100))', "prefilter_k=10**9", ("tests/test_lit_evaluation.py",)),
+      'prefilter_k=int(inf["prefilter_k"])', "prefilter_k=10**9", ("tests/test_lit_evaluation.py",)),
     # --- checkpoint loading
     M("checkpoint weights not loaded", "lsdo/checkpoint.py",
       "    model.load_state_dict(weights)\n", "", ("tests/test_trust.py", "tests/test_index.py")),
