@@ -28,10 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lsdo.data.folder_jobs import Summary, run_jobs, sources
-from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, _av_open, _reason, frames_at_rate, open_h264_writer
+from lsdo.data.folder_jobs import Summary, attempt, run_jobs, sources
+from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, _av_open, frames_at_rate, open_h264_writer
 from lsdo.errors import DataNotFoundError, LSDOUserError
-from lsdo.names import printable
 from lsdo.options import option
 
 VIDEO_EXTS = VIDEO_EXTENSIONS  # the one list (lsdo.data.video)
@@ -105,17 +104,6 @@ def compress_video(
     return written
 
 
-def _job(src: Path, dst: Path, fps: float, short_side: int, crf: int, threads: int) -> str | None:
-    """Worker: None on success, else the failure reason (never raises)."""
-    try:
-        compress_video(src, dst, fps, short_side, crf, threads)
-    except LSDOUserError as exc:
-        return str(exc).removeprefix(f"{src}: ").replace(str(src), printable(str(src)))
-    except Exception as exc:  # an unexpected PyAV / OS error must not stop the batch
-        return f"{type(exc).__name__}: {_reason(exc)}"
-    return None
-
-
 @dataclass
 class CompressOptions:
     """What ``lsdo-prepare compress`` takes (its keys and their defaults: written here once)."""
@@ -153,6 +141,6 @@ def run(
         else:
             todo.append((src, dst))
     threads = 1 if workers > 1 else 0  # one encoder thread per process when processes run in parallel
-    job = functools.partial(_job, fps=fps, short_side=short_side, crf=crf, threads=threads)
+    job = functools.partial(attempt, compress_video, (fps, short_side, crf, threads))
     run_jobs(todo, job, summary, workers, "compress", progress)
     return summary

@@ -88,6 +88,20 @@ def sources(
     return found
 
 
+def attempt(work: Callable[..., object], args: tuple, src: Path, dst: Path) -> str | None:
+    """Worker: ``work(src, dst, *args)`` (the job is ``functools.partial(attempt, work, args)``); None on
+    success, else the failure reason, one printable line (never raises: a bad input must not stop the batch)."""
+    from lsdo.data.video import _reason
+
+    try:
+        work(src, dst, *args)
+    except LSDOUserError as exc:
+        return str(exc).removeprefix(f"{src}: ").replace(str(src), printable(str(src)))
+    except Exception as exc:  # an unexpected PyAV / OS error must not stop the batch
+        return f"{type(exc).__name__}: {_reason(exc)}"
+    return None
+
+
 def run_jobs(
     todo: list[tuple[Path, Path]],
     job: Callable[[Path, Path], str | None],

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from lsdo.data.folder_jobs import Summary, run_jobs, sources
+from lsdo.data.folder_jobs import Summary, attempt, run_jobs, sources
 from lsdo.data.sampling import segment_indices
 from lsdo.data.transforms import BICUBIC, BILINEAR, CLIP_MEAN, CLIP_STD, VideoTransform
 from lsdo.data.video import (
@@ -65,7 +65,6 @@ from lsdo.data.video import (
     frames_at_rate,
 )
 from lsdo.errors import DataNotFoundError, LSDOUserError
-from lsdo.names import printable
 from lsdo.options import option
 
 MAGIC = b"LSDOFRM1"
@@ -411,17 +410,6 @@ def is_done(src: Path, dst: Path, settings: dict[str, Any]) -> bool:
     return same_source and all(header.get(k) == v for k, v in settings.items() if k != "version")
 
 
-def _job(src: Path, dst: Path, fps: float | None, short_side: int | None, fmt: str, quality: int) -> str | None:
-    """Worker: None on success, else the failure reason (never raises)."""
-    try:
-        write_entry(src, dst, fps, short_side, fmt, quality)
-    except LSDOUserError as exc:
-        return str(exc).removeprefix(f"{src}: ").replace(str(src), printable(str(src)))
-    except Exception as exc:  # an unexpected PyAV / OS error must not stop the batch
-        return f"{type(exc).__name__}: {_reason(exc)}"
-    return None
-
-
 def _one_thread() -> None:
     torch.set_num_threads(1)
 
@@ -489,6 +477,6 @@ def run(
             summary.skipped += 1
         else:
             todo.append((src, dst))
-    job = functools.partial(_job, fps=fps, short_side=short_side, fmt=fmt, quality=quality)
+    job = functools.partial(attempt, write_entry, (fps, short_side, fmt, quality))
     run_jobs(todo, job, summary, workers, "frames", progress, initializer=_one_thread)
     return summary
