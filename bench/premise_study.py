@@ -42,6 +42,7 @@ import torch
 
 from lsdo.errors import LSDOUserError
 from lsdo.options import option
+from lsdo.stats import hits, paired_bootstrap
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline", "shared", "average", "single")
@@ -176,28 +177,6 @@ def inverse_attention(study: Path, ckpt: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- statistics
-
-
-def hits(ranks: list[int], k: int) -> np.ndarray:
-    """Per query: 100 if the correct item is in the top k, else 0 (the mean is R@k)."""
-    return 100.0 * (np.asarray(ranks) <= k)
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, boot: int, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a - b and its 95% percentile interval; a, b [seeds, queries] paired by (seed, query).
-
-    Each resample draws seeds with replacement, then queries with replacement (the same query draw
-    for both members of a pair), so the interval covers training-seed and test-query variation.
-    """
-    rng = np.random.default_rng(seed)
-    d = a - b  # [S, Q]
-    s, q = d.shape
-    seeds = rng.integers(0, s, size=(boot, s))
-    queries = rng.integers(0, q, size=(boot, 1, q))
-    resampled = np.take_along_axis(d[seeds], queries, axis=2)  # [boot, s, Q] -> [boot, s, q]
-    means = resampled.mean(axis=(1, 2))
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(d.mean()), float(lo), float(hi)
 
 
 def summarise(results: list[dict], rows: list[tuple[str, str]], boot: int) -> dict[str, Any]:

@@ -187,6 +187,14 @@ def validate(cfg: DictConfig) -> None:
     from lsdo.schema import check
 
     check(cfg)  # every key declared (lsdo/schema.py), every value of its type
+    ablation = cfg.get("ablation")
+    variant = OmegaConf.select(cfg, "variant.name")
+    if ablation is not None and ablation.get("variant") != variant:
+        row, table, wanted = ablation.get("name"), ablation.get("table"), ablation.get("variant")
+        raise ConfigError(
+            f"ablation={row} is a row of Table {table} (LSDO-{wanted}), not of variant={variant}: "
+            f"use an experiment=<dataset>_{wanted} preset"
+        )
     for key, (kind, minimum, nullable) in _CHECKS.items():
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)

@@ -195,6 +195,7 @@ TOP_KEYS = {  # the keys outside any section, of train.yaml / eval.yaml / zerosh
     "task_name", "seed", "impl", "train", "test", "ckpt_path", "ckpt", "select_on_test",
     "checkpoint", "dataset", "model", "variant", "optim", "inference", "paths", "trainer", "logger",
     "paper",  # experiment=<dataset>_<variant>: the paper's figures for that row (carried, not read)
+    "ablation",  # ablation=<table>_<row>: which row of Tables VI-XI a run is, with the paper's figures (lsdo-report)
 }  # fmt: skip
 
 

@@ -4,7 +4,7 @@ sideways within a layer, never up, and no modules import each other round in a c
 The rooms, bottom to top (docs/architecture.md):
 
 0. base: ``config``, ``errors``, ``options`` (typed tool options), ``runtime`` (run directory, device), ``names``,
-   ``reporting`` (tables), ``plots``: no lsdo import above them;
+   ``reporting`` (tables), ``plots``, ``stats``, ``sweep_report`` (lsdo-report): no lsdo import above them;
 1. ``inverse_attention`` primitives (heatmap, LARD, LARC, LACE, LAFM, grid, the region encoder): open_clip only;
 2. ``model``: the LSDO blocks (the ``regions`` variant uses the primitives of 1);
 3. ``checkpoint``: the one way from a file to a model;
@@ -35,6 +35,8 @@ LAYERS: dict[str, int] = {  # module prefix -> layer; the longest matching prefi
     "lsdo.names": 0,
     "lsdo.reporting": 0,
     "lsdo.plots": 0,
+    "lsdo.stats": 0,
+    "lsdo.sweep_report": 0,
     "lsdo.inverse_attention": 1,
     "lsdo.model": 2,
     "lsdo.checkpoint": 3,
@@ -49,6 +51,7 @@ LAYERS: dict[str, int] = {  # module prefix -> layer; the longest matching prefi
     "lsdo.evaluate": 6,
     "lsdo.zeroshot": 6,
     "lsdo.inverse_attention.viz": 4,
+    "lsdo.paper_figures": 4,
     "lsdo.cli": 7,
 }
 
