@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo study test test-all lint format bench gpu clean-venv
+.PHONY: demo study reproduce-synthetic test test-all lint format bench gpu clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 ## The premise study: every variant x both frame-attention forms x 3 seeds (about 75 min on 2 cores; resumable).
 study: $(STAMP)
 	$(PY) bench/premise_study.py
+
+## The paper's Tables VII and XI at synthetic scale, 3 seeds, with lsdo-report and Fig. 5 / 7 / 8 into docs/
+## (about 100 min on 2 cores; resumable: docs/reproduce-synthetic.md).
+reproduce-synthetic: $(STAMP)
+	$(PY) bench/reproduce_synthetic.py
 
 ## The default test suite (no slow tests).
 test: $(STAMP)

@@ -75,7 +75,7 @@ def test_help_and_passthrough() -> None:
 
 
 def test_every_console_script_points_at_the_cli_package() -> None:
-    assert len(SCRIPTS) == 11
+    assert len(SCRIPTS) == 12
     for name, target in SCRIPTS.items():
         module = target.split(":")[0]
         assert module == "lsdo.cli" or module.startswith("lsdo.cli."), (name, target)
@@ -136,7 +136,9 @@ def _tools() -> dict[str, dict[str | None, type]]:
     from lsdo.data.synth_export import SynthOptions
     from lsdo.inverse_attention.denseset import DensesetOptions
     from lsdo.inverse_attention.viz import VizOptions
+    from lsdo.paper_figures import Fig5Options, Fig7Options, Fig8Options
     from lsdo.retrieval.build import BuildOptions
+    from lsdo.sweep_report import ReportOptions
 
     return {
         "lsdo-index": {"build": BuildOptions, "info": InfoArgs, "verify": VerifyArgs},
@@ -145,8 +147,9 @@ def _tools() -> dict[str, dict[str | None, type]]:
         "lsdo-prepare": {"compress": CompressOptions, "frames": FrameCacheOptions},
         "lsdo-build-bank": {None: BuildBankArgs},
         "lsdo-build-denseset": {None: DensesetOptions},
-        "lsdo-viz": {"inverse-attention": VizOptions},
+        "lsdo-viz": {"inverse-attention": VizOptions, "fig5": Fig5Options, "fig7": Fig7Options, "fig8": Fig8Options},
         "lsdo-premise": {None: PremiseArgs},
+        "lsdo-report": {None: ReportOptions},
     }
 
 
@@ -178,6 +181,18 @@ def _words(command: str) -> list[str]:
     return [w for w in words if w not in ("|", "-m") and "..." not in w and not w.startswith(("<", "["))]
 
 
+def _first_of_sweep(override: str) -> str:
+    """``key=a,b`` -> ``key=a``; ``group=glob(x_*)`` -> the group's first option matching ``x_*``."""
+    import fnmatch
+
+    key, value = override.split("=", 1)
+    if value.startswith("glob(") and value.endswith(")"):
+        names = sorted(p.stem for p in (ROOT / "configs" / key.lstrip("+")).glob("*.yaml"))
+        matches = [n for n in names if fnmatch.fnmatch(n, value[5:-1])]
+        return f"{key}={matches[0] if matches else value}"
+    return f"{key}={value.split(',')[0]}"
+
+
 def test_every_documented_command_names_real_keys() -> None:
     """Each command in README/docs runs as written: its script exists and every key it sets is one the tool or
     the config knows (the values are placeholders here; the real invocations are the tests of each tool)."""
@@ -194,7 +209,7 @@ def test_every_documented_command_names_real_keys() -> None:
         try:
             if name in HYDRA:
                 overrides = [a for a in args if "=" in a and not a.startswith("ckpt")]
-                overrides = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] for o in overrides]  # -m lists
+                overrides = [_first_of_sweep(o) for o in overrides]  # -m: one job of the sweep
                 cfg = compose([*overrides, *(["ckpt=x"] if HYDRA[name] == "eval" else [])], config_name=HYDRA[name])
                 if HYDRA[name] == "train":
                     validate(cfg)  # every key declared and of its type (lsdo.schema)

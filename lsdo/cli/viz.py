@@ -3,6 +3,14 @@
 One column of the paper's Table 2 as one PNG (:func:`lsdo.inverse_attention.viz.render_figure`):
 the input frame, the LARD stage, the LACE crops with their similarity to the query, and the
 retrieval similarity of the global embedding vs ours.
+
+The LSDO paper's figures (:mod:`lsdo.paper_figures`), one PNG each:
+
+* ``lsdo-viz fig5 runs=DIR[,DIR...] [out=PNG] [labels=A,B,...]``: Fig. 5, theta and lambda over training;
+* ``lsdo-viz fig7 ckpt=A.ckpt,B.ckpt (image=FRAME | video=FILE [frame=K]) [out=PNG] [labels=...]``: Fig. 7, the
+  image encoder's last-layer attention map over one frame, one column per checkpoint;
+* ``lsdo-viz fig8 ckpt=PATH video=FILE [out=PNG] [num_frames=N]``: Fig. 8, the sampled frames of a video and
+  their frame-level LSDO attention weights.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from lsdo.cli.common import run_tool, subcommands
 from lsdo.errors import LSDOUserError
 from lsdo.inverse_attention.lard import LARDConfig
 from lsdo.inverse_attention.viz import VizOptions, load_image, load_model, render_figure
+from lsdo.paper_figures import Fig5Options, Fig7Options, Fig8Options, fig5, fig7, fig8
 
 
 def inverse_attention(opts: VizOptions) -> int:
@@ -49,7 +58,46 @@ def inverse_attention_main(argv: Sequence[str] | None = None) -> int:
     return run_tool("lsdo-viz inverse-attention", VizOptions, inverse_attention, argv, about=about)
 
 
-COMMANDS = {"inverse-attention": ("the inverse-attention encoder on one frame (paper Table 2)", inverse_attention_main)}
+def fig5_cmd(opts: Fig5Options) -> int:
+    print(fig5(opts.runs, opts.out, labels=opts.labels))
+    return 0
+
+
+def fig7_cmd(opts: Fig7Options) -> int:
+    out = fig7(
+        opts.ckpt, opts.out, image=opts.image, video=opts.video, frame=opts.frame, labels=opts.labels,
+        heatmap=opts.heatmap,
+    )  # fmt: skip
+    print(out)
+    return 0
+
+
+def fig8_cmd(opts: Fig8Options) -> int:
+    print(fig8(opts.ckpt, opts.video, opts.out, num_frames=opts.num_frames))
+    return 0
+
+
+def fig5_main(argv: Sequence[str] | None = None) -> int:
+    about = "Paper Fig. 5: theta (a) and lambda (b) against the training iteration, several runs overlaid."
+    return run_tool("lsdo-viz fig5", Fig5Options, fig5_cmd, argv, about=about)
+
+
+def fig7_main(argv: Sequence[str] | None = None) -> int:
+    about = "Paper Fig. 7: one frame, then each checkpoint's last-layer attention map over it (blue low, red high)."
+    return run_tool("lsdo-viz fig7", Fig7Options, fig7_cmd, argv, about=about)
+
+
+def fig8_main(argv: Sequence[str] | None = None) -> int:
+    about = "Paper Fig. 8: a video's test-time frames, each with its frame-level LSDO attention weight."
+    return run_tool("lsdo-viz fig8", Fig8Options, fig8_cmd, argv, about=about)
+
+
+COMMANDS = {
+    "inverse-attention": ("the inverse-attention encoder on one frame (paper Table 2)", inverse_attention_main),
+    "fig5": ("theta and lambda over training, runs overlaid (paper Fig. 5)", fig5_main),
+    "fig7": ("the image encoder's last-layer attention map per checkpoint (paper Fig. 7)", fig7_main),
+    "fig8": ("a video's frames and their frame-level LSDO weights (paper Fig. 8)", fig8_main),
+}
 
 
 def viz_main(argv: Sequence[str] | None = None) -> int:
