@@ -83,6 +83,10 @@ LEGACY: dict[str, tuple[object, tuple[str, ...] | None]] = {
     "dataset.small_caption_prob": (1.0, ("synthetic",)),  # added 2026-12-02; every caption named both objects
     "dataset.frame_cache": (None, VIDEO_DATASETS),  # added 2026-12-02 with lsdo-prepare frames; before: videos only
     "dataset.frame_cache_decode": ("cpu", VIDEO_DATASETS),
+    "dataset.flip": ("plain", VIDEO_DATASETS),  # added 2026-12-02 (issue 17); the authors' flip before
+    "dataset.crop_scale": ([0.5, 1.0], VIDEO_DATASETS),  # the authors' crop before
+    "dataset.crop_ratio": ([0.75, 4 / 3], VIDEO_DATASETS),
+    "dataset.crop_max_cut": (None, VIDEO_DATASETS),
     "model.grad_checkpointing": (False, None),  # added 2026-12-02; a training-memory switch, same results
     "inference.mode": ("full", None),  # the inference keys arrived 2026-11-23 15:06; before: full, exact
     "inference.method": ("gram", None),

@@ -64,6 +64,10 @@ class Dataset:
     files: Any = MISSING
     train_unit: str = MISSING
     augment: bool = MISSING
+    flip: str = MISSING  # none | plain | caption_aware (lsdo.data.transforms.decide_flip)
+    crop_scale: Any = MISSING  # [min, max]: the random crop's area, a fraction of the frame's
+    crop_ratio: Any = MISSING  # [min, max]: the random crop's aspect ratio (w / h)
+    crop_max_cut: Any = MISSING  # null or a fraction in [0, 0.5): the most the crop cuts from any side
     on_corrupt: str = MISSING
     probe_videos: bool = MISSING
     decode_backend: str = MISSING

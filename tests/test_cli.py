@@ -133,6 +133,7 @@ def _tools() -> dict[str, dict[str | None, type]]:
     from lsdo.cli.search import SearchArgs
     from lsdo.data.compress import CompressOptions
     from lsdo.data.frame_cache import FrameCacheOptions
+    from lsdo.data.spatial import SpatialOptions
     from lsdo.data.synth_export import SynthOptions
     from lsdo.inverse_attention.denseset import DensesetOptions
     from lsdo.inverse_attention.viz import VizOptions
@@ -144,7 +145,7 @@ def _tools() -> dict[str, dict[str | None, type]]:
         "lsdo-index": {"build": BuildOptions, "info": InfoArgs, "verify": VerifyArgs},
         "lsdo-search": {None: SearchArgs},
         "lsdo-synth": {None: SynthOptions},
-        "lsdo-prepare": {"compress": CompressOptions, "frames": FrameCacheOptions},
+        "lsdo-prepare": {"compress": CompressOptions, "frames": FrameCacheOptions, "spatial": SpatialOptions},
         "lsdo-build-bank": {None: BuildBankArgs},
         "lsdo-build-denseset": {None: DensesetOptions},
         "lsdo-viz": {"inverse-attention": VizOptions, "fig5": Fig5Options, "fig7": Fig7Options, "fig8": Fig8Options},

@@ -1,7 +1,9 @@
 """``lsdo-prepare COMMAND IN_DIR OUT_DIR ...``: data preparation.
 
 * ``compress``: re-encode a video folder to a low rate and a small size (lsdo.data.compress);
-* ``frames``: a prepared-frame cache of a video folder, read without a video decoder (lsdo.data.frame_cache).
+* ``frames``: a prepared-frame cache of a video folder, read without a video decoder (lsdo.data.frame_cache);
+* ``spatial``: how many captions of a benchmark say left or right, and how many the caption-aware
+  flip (``dataset.flip=caption_aware``) would swap or keep unflipped (lsdo.data.spatial).
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from lsdo.cli.common import run_tool, subcommands
-from lsdo.data import compress, frame_cache
+from lsdo.data import compress, frame_cache, spatial
 from lsdo.data.compress import VIDEO_EXTS, CompressOptions
 from lsdo.data.frame_cache import FrameCacheOptions
+from lsdo.data.spatial import SpatialOptions
 
 
 def compress_videos(opts: CompressOptions) -> int:
@@ -62,9 +65,22 @@ def frames_main(argv: Sequence[str] | None = None) -> int:
     return run_tool("lsdo-prepare frames", FrameCacheOptions, cache_frames, argv, about=about)
 
 
+def spatial_report(opts: SpatialOptions) -> int:
+    """Print the counts of every split (and a few examples); 0."""
+    print("\n".join(spatial.report(opts)))
+    return 0
+
+
+def spatial_main(argv: Sequence[str] | None = None) -> int:
+    """``lsdo-prepare spatial``: 0 done, 2 on a user error (a missing annotation folder, a bad key)."""
+    about = "Captions that say left or right, and what the caption-aware flip does with them (lsdo.data.spatial)."
+    return run_tool("lsdo-prepare spatial", SpatialOptions, spatial_report, argv, about=about)
+
+
 COMMANDS = {
     "compress": ("re-encode a video folder to a low frame rate and a small short side", compress_main),
     "frames": ("a prepared-frame cache of a video folder (JPEG or uint8 frames, read without a decoder)", frames_main),
+    "spatial": ("captions saying left/right: what dataset.flip=caption_aware would swap or not flip", spatial_main),
 }
 
 

@@ -51,11 +51,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from lsdo.data.folder_jobs import Summary, attempt, run_jobs, sources
 from lsdo.data.sampling import segment_indices
-from lsdo.data.transforms import BICUBIC, BILINEAR, CLIP_MEAN, CLIP_STD, VideoTransform
+from lsdo.data.transforms import ClipParams, VideoTransform, apply_params
 from lsdo.data.video import (
     VIDEO_EXTENSIONS,
     VideoDecodeError,
@@ -287,30 +286,21 @@ def probe_entry(path: str | os.PathLike) -> int:
 # The training transform with its random draws made in the worker, applied after decoding on a GPU
 # ---------------------------------------------------------------------------------------------
 
-ClipParams = tuple[int, int, int, int, bool] | None
+# ClipParams, the draws and their application live in lsdo.data.transforms (one place for the
+# flip decision and the caption that goes with it); these names stay importable from here.
 
 
 def clip_params(transform: VideoTransform, height: int, width: int, generator: torch.Generator) -> ClipParams:
     """The draws ``transform(frames, generator)`` makes for a clip of this size, in its order:
-    (top, left, h, w, flip) of the random resized crop and flip, or None for the test transform."""
-    if not transform.train:
-        return None
-    top, left, h, w = transform.crop_params(height, width, generator)
-    return top, left, h, w, float(torch.rand(1, generator=generator)) < transform.hflip
+    (top, left, h, w, flip) of the random resized crop and flip, or None for the test transform
+    (:meth:`VideoTransform.draw` without a caption; the data module passes the caption there)."""
+    return transform.draw(height, width, generator)[0]
 
 
 def apply_transform(frames: torch.Tensor, size: int, params: ClipParams) -> torch.Tensor:
     """``VideoTransform(size, train=params is not None)(frames)`` with its draws given (:func:`clip_params`),
     on ``frames``' device: uint8 [n, 3, H, W] -> CLIP-normalised float [n, 3, size, size]."""
-    if params is None:
-        out = TF.center_crop(TF.resize(frames, size, interpolation=BICUBIC, antialias=True), [size, size])
-    else:
-        top, left, h, w, flip = params
-        out = TF.resized_crop(frames, top, left, h, w, [size, size], interpolation=BILINEAR, antialias=True)
-        out = out.flip(-1) if flip else out
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=out.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=out.device).view(3, 1, 1)
-    return (out.float() / 255.0 - mean) / std
+    return apply_params(frames, size, params)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,8 +46,6 @@ from torch.utils.data import DataLoader, Dataset
 from lsdo.data.annotations import NoSplitError, Record, group_by_video, load_annotations
 from lsdo.data.batching import EpochSampler, ShardSampler, collate_eval
 from lsdo.data.frame_cache import (
-    apply_transform,
-    clip_params,
     decode_jpegs,
     entry_path,
     is_entry,
@@ -58,7 +56,7 @@ from lsdo.data.frame_cache import (
 )
 from lsdo.data.reports import write_report
 from lsdo.data.sampling import train_sampling
-from lsdo.data.transforms import build_transform
+from lsdo.data.transforms import VideoTransform, apply_params, build_transform
 from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, probe_video, sample_frames
 from lsdo.errors import ConfigError, DataNotFoundError
 
@@ -195,7 +193,7 @@ class VideoTrainDataset(Dataset):
         self,
         split: VideoSplit,
         num_frames: int,
-        transform: Any,
+        transform: VideoTransform,
         unit: str = "caption",
         on_corrupt: str = "error",
         backend: str = "auto",
@@ -232,10 +230,13 @@ class VideoTrainDataset(Dataset):
             raise
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         caption = self.split.captions[v][c]
+        # The transform's draws and the flip decision, with the caption that goes with the frames
+        # (dataset.flip=caption_aware swaps its spatial words or keeps the clip unflipped): one place.
         if self.deferred:
-            params = clip_params(self.transform, height, width, gen)
+            params, caption = self.transform.draw(height, width, gen, caption)
             return {"jpeg": jpeg, "params": params, "entry": str(path), "caption": caption}
-        return {"frames": self.transform(frames, generator=gen), "caption": caption}
+        frames, caption = self.transform.with_caption(frames, caption, generator=gen)
+        return {"frames": frames, "caption": caption}
 
 
 class VideoEvalDataset(Dataset):
@@ -322,7 +323,7 @@ def decode_deferred(
     keep = [i for i, x in enumerate(decoded) if x is not None]
     if not keep:
         raise VideoDecodeError("every video of a training batch failed to decode (see the warnings above)")
-    batch["frames"] = torch.stack([apply_transform(decoded[i], size, params[i]) for i in keep])
+    batch["frames"] = torch.stack([apply_params(decoded[i], size, params[i]) for i in keep])
     if len(keep) < len(decoded):
         batch["captions"] = [batch["captions"][i] for i in keep]
     return batch
@@ -356,6 +357,16 @@ class VideoDataModule(L.LightningDataModule):
         if self.cache_decode not in ("cpu", "gpu"):
             raise ConfigError(f"dataset.frame_cache_decode: expected cpu | gpu, got '{self.cache_decode}'")
         self.deferred = False  # JPEG files decoded on the training device (set up in setup())
+        # dataset.augment / flip / crop_*: checked here, before any work (one-line ConfigErrors naming the key)
+        self.train_transform = build_transform(
+            self.image_size,
+            train=True,
+            augment=bool(dcfg["augment"]),
+            flip=str(dcfg["flip"]),
+            crop_scale=dcfg["crop_scale"],
+            crop_ratio=dcfg["crop_ratio"],
+            crop_max_cut=dcfg["crop_max_cut"],
+        )
 
     # ------------------------------------------------------------------ annotations
     def _files(self) -> dict[str, str]:
@@ -463,11 +474,10 @@ class VideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         d = self.dcfg
-        transform = build_transform(self.image_size, train=True, augment=bool(d["augment"]))
         ds = VideoTrainDataset(
             self.splits["train"],
             int(d.num_frames),
-            transform,
+            self.train_transform,
             unit=str(d["train_unit"]),
             on_corrupt=str(d["on_corrupt"]),
             backend=self.backend,
