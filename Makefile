@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo study reproduce-synthetic test test-all lint format bench gpu clean-venv
+.PHONY: demo study reproduce-synthetic flip-study test test-all lint format bench gpu clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ study: $(STAMP)
 ## (about 100 min on 2 cores; resumable: docs/reproduce-synthetic.md).
 reproduce-synthetic: $(STAMP)
 	$(PY) bench/reproduce_synthetic.py
+
+## The flip study (issue 17): dataset.flip none / plain / caption_aware on the flip benchmark, 3 seeds (resumable).
+flip-study: $(STAMP)
+	$(PY) bench/flip_study.py docs=docs/flip_study
 
 ## The default test suite (no slow tests).
 test: $(STAMP)

@@ -25,19 +25,16 @@ balanced across rows, and the report lists the runs still missing.
 
 # No ``from __future__ import annotations``: tests may load this file without registering it in sys.modules.
 import json
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from study_runs import ROOT, command, train_once, write_manifest
 
 from lsdo.errors import LSDOUserError
 from lsdo.options import option
 
-ROOT = Path(__file__).resolve().parents[1]
 TABLES = {
     "vii": ("average", [f"vii_{i}" for i in range(7)]),
     "xi": ("average", ["xi_fc", "xi_bottleneck", "xi_inverted_bottleneck"]),
@@ -56,15 +53,6 @@ class ReproduceArgs:
     figures: bool = option("also run Fig. 5's three runs and draw Fig. 5, 7 and 8", True)
 
 
-def command(args: list[str], log: Path) -> None:
-    """One command in its own process, its output appended to ``log``; raises on failure."""
-    print("  $ " + " ".join(args), flush=True)
-    with log.open("a") as fh:
-        rc = subprocess.call(args, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    if rc != 0:
-        raise LSDOUserError(f"{args[1] if len(args) > 1 else args[0]} failed (exit {rc}); its output: {log}")
-
-
 def stage1(root: Path) -> Path:
     ckpt = root / "premise" / "stage1.ckpt"
     if ckpt.is_file():
@@ -81,10 +69,6 @@ def stage1(root: Path) -> Path:
 
 def train_row(run_dir: Path, stage1_ckpt: Path, variant: str, ablation: str, seed: int) -> float:
     """One run of one row; seconds it took (0 when it was already done)."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file() and "test" in json.loads(metrics.read_text()):
-        return 0.0
-    run_dir.mkdir(parents=True, exist_ok=True)
     overrides = [
         "experiment=premise",
         f"variant={variant}",
@@ -92,24 +76,8 @@ def train_row(run_dir: Path, stage1_ckpt: Path, variant: str, ablation: str, see
         f"seed={seed}",
         f"model.init_from={stage1_ckpt}",
         "logger=csv",
-        f"hydra.run.dir={run_dir}",
     ]
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        overrides.append(f"ckpt_path={last}")
-    start = time.time()
-    command([sys.executable, "train.py", *overrides], run_dir.parent / f"{run_dir.name}.log")
-    if not metrics.is_file():
-        raise LSDOUserError(
-            f"{run_dir}: training wrote no metrics.json; see {run_dir.parent / (run_dir.name + '.log')}"
-        )
-    t = json.loads(metrics.read_text())["test"]
-    took = time.time() - start
-    print(
-        f"  {run_dir.name}: t2v R@1 {t['t2v/R1']:.1f}  R@5 {t['t2v/R5']:.1f}  MnR {t['t2v/MnR']:.2f}  ({took:.0f} s)",
-        flush=True,
-    )
-    return took
+    return train_once(run_dir, overrides)
 
 
 def run(args: ReproduceArgs) -> int:
@@ -120,12 +88,9 @@ def run(args: ReproduceArgs) -> int:
     root.mkdir(parents=True, exist_ok=True)
     ckpt = stage1(root)
     for table in args.tables:  # the sweep's axes, as a Hydra multirun records them: lsdo-report lists what is missing
-        manifest = {"hydra": {"overrides": {"task": [
-            "experiment=premise", f"variant={TABLES[table][0]}", f"ablation={','.join(TABLES[table][1])}",
-            f"seed={','.join(str(s) for s in range(args.seeds))}",
-        ]}}}  # fmt: skip
-        (root / f"table_{table}").mkdir(parents=True, exist_ok=True)
-        (root / f"table_{table}" / "multirun.yaml").write_text(yaml.safe_dump(manifest))
+        variant, rows = TABLES[table]
+        seeds = ",".join(str(s) for s in range(args.seeds))
+        write_manifest(root / f"table_{table}", [f"variant={variant}", f"ablation={','.join(rows)}", f"seed={seeds}"])
     seconds: dict[str, float] = {}
     for seed in range(args.seeds):  # seed-major: a partial sweep is balanced across rows
         for table in args.tables:

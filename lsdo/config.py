@@ -81,6 +81,7 @@ LEGACY: dict[str, tuple[object, tuple[str, ...] | None]] = {
     "dataset.fresh_renders": (False, ("synthetic",)),
     "dataset.hard_negative_group": (0, ("synthetic",)),
     "dataset.small_caption_prob": (1.0, ("synthetic",)),  # added 2026-12-02; every caption named both objects
+    "dataset.spatial_captions": (False, ("synthetic",)),  # added 2026-12-02 (issue 17): no side in any caption
     "dataset.frame_cache": (None, VIDEO_DATASETS),  # added 2026-12-02 with lsdo-prepare frames; before: videos only
     "dataset.frame_cache_decode": ("cpu", VIDEO_DATASETS),
     "dataset.flip": ("plain", VIDEO_DATASETS),  # added 2026-12-02 (issue 17); the authors' flip before

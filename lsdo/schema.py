@@ -83,6 +83,7 @@ class Dataset:
     val_combos: int = MISSING
     test_combos: int = MISSING
     small_caption_prob: float = MISSING
+    spatial_captions: bool = MISSING
     small_visible_frac: float = MISSING
     small_radius: float = MISSING
     distractors: int = MISSING

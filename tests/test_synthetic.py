@@ -357,3 +357,39 @@ def test_synthetic_only_keys_are_reported_on_file_datasets(caplog) -> None:
     assert "dataset.hard_negative_group: only the in-memory synthetic benchmark" in caplog.text
     assert "ignored for dataset=msrvtt" in caplog.text
     assert loader.sampler.group_size == 0  # plain shuffling
+
+
+# ---------------------------------------------------------------- spatial captions (the flip benchmark, issue 17)
+
+
+def test_spatial_captions_place_the_large_object_and_say_where() -> None:
+    kw = {"num_frames": 16, "size": 64, "small_visible_frac": 0.8, "distractors": 2, "small_radius": 0.1}
+    test = S.make_split("test", 0, 20, 60, 1, spatial_captions=True)
+    plain = S.make_split("test", 0, 20, 60, 1)
+    assert len(test) == 2 * len(plain)  # every test combination twice, once on each side
+    for i, v in enumerate(plain):
+        left, right = test[2 * i], test[2 * i + 1]
+        assert (left.big, left.small, left.side) == (v.big, v.small, 0) and (right.big, right.small, right.side) == (
+            v.big,
+            v.small,
+            1,
+        )
+        assert left.captions == (v.captions[0].replace(" with ", " on the left with ", 1),)
+        assert right.captions[0].split(" with ")[0].endswith("on the right")
+    for v in test[:12]:
+        _, info = S.render(v, details=True, **kw)
+        centres = [np.nonzero(mask)[1].mean() for mask in info["big_pixels"]]  # the large object's x per frame
+        assert all(c < 32 for c in centres) if v.side == 0 else all(c > 32 for c in centres)
+    train = S.make_split("train", 0, 20, 60, 4, spatial_captions=True)
+    sides = [v.side for v in train]
+    assert 0.4 < np.mean(sides) < 0.6  # both sides in training, drawn per video
+    assert all(f"on the {S.SIDES[v.side]}" in c for v in train for c in (*v.captions, *v.salient_captions))
+
+
+def test_spatial_captions_off_leaves_the_benchmark_as_it_was() -> None:
+    kw = {"num_frames": 8, "size": 32, "small_visible_frac": 0.8, "distractors": 2, "small_radius": 0.1}
+    v = S.make_split("test", 0, 20, 60, 1)[0]
+    assert v.side is None and "left" not in v.captions[0] and "right" not in v.captions[0]
+    spatial = S.make_split("test", 0, 20, 60, 1, spatial_captions=True)[0]
+    assert spatial.seed == v.seed  # same draws; only the large object's horizontal range differs
+    assert not np.array_equal(S.render(spatial, **kw), S.render(v, **kw))

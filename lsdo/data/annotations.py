@@ -129,7 +129,9 @@ DEFAULT_FILES: dict[str, dict[str, str]] = {
     "didemo": {"train_json": "train_data.json", "val_json": "val_data.json", "test_json": "test_data.json"},
     "synthetic": {},
 }
-SYNTHETIC_DEFAULTS: dict[str, int] = {"seed": 0, "val_combos": 20, "test_combos": 60, "train_videos_per_combo": 6}
+SYNTHETIC_DEFAULTS: dict[str, int] = {
+    "seed": 0, "val_combos": 20, "test_combos": 60, "train_videos_per_combo": 6, "spatial_captions": False
+}  # fmt: skip
 EMPTY_CAPTION_MODES = ("error", "skip")
 LSMDC_FIELDS = ("clip id", "start aligned", "end aligned", "start extracted", "end extracted", "sentence")
 _WHERE_TO_GET = {

@@ -116,7 +116,8 @@ class FreshRenderTrainDataset(Dataset):
         idx, item_seed = key
         rng = np.random.default_rng(item_seed)
         v = self.videos[idx]
-        fresh = synthetic.SyntheticVideo(v.video_id, v.big, v.small, int(rng.integers(0, 2**62)), v.captions)
+        seed = int(rng.integers(0, 2**62))
+        fresh = synthetic.SyntheticVideo(v.video_id, v.big, v.small, seed, v.captions, side=v.side)
         clip = torch.from_numpy(synthetic.render(fresh, **self.render_kw))  # [T, 3, H, W] uint8
         return _train_item(clip, self.captions[idx], self.num_frames, rng, self.sampling)
 
@@ -136,7 +137,12 @@ class SyntheticDataModule(L.LightningDataModule):
         if split not in self.splits:
             d = self.dcfg
             videos = synthetic.make_split(
-                split, int(d.seed), int(d.val_combos), int(d.test_combos), int(d.train_videos_per_combo)
+                split,
+                int(d.seed),
+                int(d.val_combos),
+                int(d.test_combos),
+                int(d.train_videos_per_combo),
+                bool(d["spatial_captions"]),
             )
             clips = np.stack([synthetic.render(v, **self.render_kw()) for v in videos])
             self.splits[split] = (videos, torch.from_numpy(clips))  # [V, T, 3, H, W] uint8

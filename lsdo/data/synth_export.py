@@ -82,6 +82,11 @@ class SynthOptions:
     distractors: int | None = option("grey specks per video", None)
     small_visible_frac: float | None = option("fraction of frames showing the small object", None)
     small_radius: float | None = option("the small object's radius / frame side", None)
+    spatial_captions: bool | None = option(
+        "the large object keeps to the left or right half and captions say which; val / test combinations "
+        "on both sides (the flip benchmark)",
+        None,
+    )
 
 
 EXPORT_DEFAULTS = {k: getattr(SynthOptions, k) for k in ("size", "fps", "crf", "workers")}  # not in the yaml
@@ -177,7 +182,12 @@ def export(
         ) from None
     splits = {
         s: synthetic.make_split(
-            s, int(d["seed"]), int(d["val_combos"]), int(d["test_combos"]), int(d["train_videos_per_combo"])
+            s,
+            int(d["seed"]),
+            int(d["val_combos"]),
+            int(d["test_combos"]),
+            int(d["train_videos_per_combo"]),
+            bool(d["spatial_captions"]),
         )
         for s in ("train", "val", "test")
     }

@@ -80,6 +80,7 @@ class SyntheticVideo:
     seed: int
     captions: tuple[str, ...]
     salient_captions: tuple[str, ...] = ()  # training videos: captions naming the large object alone
+    side: int | None = None  # spatial captions: the large object keeps to the left (0) or right (1) half
 
     @property
     def category(self) -> int:
@@ -87,9 +88,15 @@ class SyntheticVideo:
         return self.big
 
 
-def caption(big: int, small: int, template: str = TEST_TEMPLATE) -> str:
+SIDES = ("left", "right")
+
+
+def caption(big: int, small: int, template: str = TEST_TEMPLATE, side: int | None = None) -> str:
+    """The caption of a combination; with ``side`` the large object is placed: "a red circle on the left ..."."""
     bc, bs = BIG_KINDS[big]
     sc, ss = SMALL_KINDS[small]
+    if side is not None:
+        bs = f"{bs} on the {SIDES[side]}"
     return template.format(bc=bc, bs=bs, sc=sc, ss=ss)
 
 
@@ -146,20 +153,34 @@ def split_combinations(seed: int, val_combos: int, test_combos: int) -> dict[str
 
 
 def make_split(
-    split: str, seed: int = 0, val_combos: int = 20, test_combos: int = 60, train_videos_per_combo: int = 4
+    split: str,
+    seed: int = 0,
+    val_combos: int = 20,
+    test_combos: int = 60,
+    train_videos_per_combo: int = 4,
+    spatial_captions: bool = False,
 ) -> list[SyntheticVideo]:
-    """The videos of one split (deterministic in ``seed``)."""
+    """The videos of one split (deterministic in ``seed``).
+
+    ``spatial_captions`` (``dataset.spatial_captions``, the flip benchmark of docs/datasets.md): every video's
+    large object keeps to the left or the right half of the frame and its captions say which ("a red circle
+    on the left with ..."). Training videos draw their side from their seed; each validation and test
+    combination appears twice, once on each side (ids ``..._0`` left, ``..._1`` right), so a text-to-video
+    query is answered only by a model that tells left from right: one blind to it gets at most half of
+    the R@1 it would otherwise get. A horizontal flip that leaves the caption as it is trains it to be blind.
+    """
     combos = split_combinations(seed, val_combos, test_combos)[split]
-    per = train_videos_per_combo if split == "train" else 1
+    train = split == "train"
+    per = train_videos_per_combo if train else (2 if spatial_captions else 1)
     videos = []
     base = {"train": 1_000_003, "val": 2_000_003, "test": 3_000_017}[split]
     for i, (b, s) in enumerate(combos):
         for j in range(per):
             vseed = int(np.random.SeedSequence([seed, base, i, j]).generate_state(1)[0])
-            train = split == "train"
-            caps = tuple(caption(b, s, t) for t in TRAIN_TEMPLATES) if train else (caption(b, s),)
-            salient = tuple(caption(b, s, t) for t in SALIENT_TEMPLATES) if train else ()
-            videos.append(SyntheticVideo(f"synth_{split}_{i:03d}_{j}", b, s, vseed, caps, salient))
+            side = (vseed % 2 if train else j) if spatial_captions else None
+            caps = tuple(caption(b, s, t, side) for t in TRAIN_TEMPLATES) if train else (caption(b, s, side=side),)
+            salient = tuple(caption(b, s, t, side) for t in SALIENT_TEMPLATES) if train else ()
+            videos.append(SyntheticVideo(f"synth_{split}_{i:03d}_{j}", b, s, vseed, caps, salient, side))
     return videos
 
 
@@ -210,12 +231,18 @@ def render(
     noise = rng.normal(0, 10, size=(num_frames, size, size, 3))
     frames = np.broadcast_to(bg, (num_frames, size, size, 3)) + noise
 
-    # Large object: bouncing motion.
+    # Large object: bouncing motion (with a side: its centre stays in that half, at least 2% of the side away
+    # from the middle, bouncing off the middle as off a wall).
     bc, bs = BIG_KINDS[video.big]
     big_r = size * rng.uniform(0.2, 0.26)
     pos = rng.uniform(big_r, size - big_r, size=2)
     vel = rng.uniform(-1, 1, size=2)
     vel = vel / (np.linalg.norm(vel) + 1e-6) * size * rng.uniform(0.03, 0.06)
+    lo, hi = np.array([big_r, big_r]), np.array([size - big_r, size - big_r])  # bounds of the centre (y, x)
+    if video.side is not None:
+        half = (big_r, size * 0.48) if video.side == 0 else (size * 0.52, size - big_r)
+        pos[1] = half[0] + (pos[1] - big_r) / max(size - 2 * big_r, 1e-6) * (half[1] - half[0])
+        lo[1], hi[1] = half
 
     # Small object: near a corner, visible in a random subset of frames.
     sc, ss = SMALL_KINDS[video.small]
@@ -253,9 +280,9 @@ def render(
         f[big] = BIG_COLOURS[bc]
         pos = pos + vel
         for a in range(2):
-            if pos[a] < big_r or pos[a] > size - big_r:
+            if pos[a] < lo[a] or pos[a] > hi[a]:
                 vel[a] = -vel[a]
-                pos[a] = np.clip(pos[a], big_r, size - big_r)
+                pos[a] = np.clip(pos[a], lo[a], hi[a])
     out = np.ascontiguousarray(np.clip(frames, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2))  # [T,H,W,3]->[T,3,H,W]
     if not details:
         return out
