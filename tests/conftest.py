@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig, open_dict
 
 from lsdo.config import compose
@@ -98,6 +99,20 @@ def randomise_xpool(model, seed: int):
 
 # The index tests' model: the tiny CLIP at 32 px (frame features are given, the encoder barely runs).
 INDEX_TINY = ["experiment=demo", "model=tiny", "model.clip_cfg.vision_cfg.image_size=32"]
+
+
+def random_checkpoint(path: Path, seed: int, *overrides: str, base: tuple[str, ...] = tuple(INDEX_TINY)) -> Path:
+    """A random-init training checkpoint (``base`` + ``overrides``, default the tiny ViT at 32 px) written to ``path``,
+    read back like any other (``lsdo.checkpoint.load_model``)."""
+    from omegaconf import OmegaConf
+
+    from lsdo.lightning_module import LSDOLitModule
+
+    cfg = OmegaConf.to_container(compose([*base, *overrides]), resolve=True)
+    torch.manual_seed(seed)
+    lit = LSDOLitModule(cfg)
+    torch.save({"state_dict": lit.state_dict(), "hyper_parameters": {"cfg": cfg}}, path)
+    return path
 
 
 def random_xpool_model(seed: int, *overrides: str):

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import INDEX_TINY, random_xpool_model
-from omegaconf import OmegaConf
+from conftest import random_checkpoint, random_xpool_model
 from safetensors.torch import load_file
 
 from lsdo.cli.index import index_main
 from lsdo.cli.search import search_main
-from lsdo.config import compose
 from lsdo.errors import LSDOUserError
 from lsdo.model import LSDOModel, TextFeatures
 from lsdo.retrieval import fast_similarity, prefilter_scores, similarity_matrix
@@ -277,13 +275,7 @@ def test_faiss_prefilter_matches_torch(model: LSDOModel, data) -> None:
 
 
 def _checkpoint(path: Path, seed: int) -> Path:
-    from lsdo.lightning_module import LSDOLitModule
-
-    cfg = OmegaConf.to_container(compose(INDEX_TINY), resolve=True)
-    torch.manual_seed(seed)
-    lit = LSDOLitModule(cfg)
-    torch.save({"state_dict": lit.state_dict(), "hyper_parameters": {"cfg": cfg}}, path)
-    return path
+    return random_checkpoint(path, seed)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import INDEX_TINY
+from conftest import INDEX_TINY, random_checkpoint
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -29,13 +29,7 @@ from lsdo.paper_figures import fig5, fig5_curves, fig7, fig8, fig8_weights
 
 def _checkpoint(path: Path, seed: int, *overrides: str, base: tuple[str, ...] = tuple(INDEX_TINY)) -> Path:
     """A random-init checkpoint of the tiny ViT at 32 px (``base``: another model), sampling 4 frames."""
-    from lsdo.lightning_module import LSDOLitModule
-
-    cfg = OmegaConf.to_container(compose([*base, "dataset.num_frames=4", *overrides]), resolve=True)
-    torch.manual_seed(seed)
-    lit = LSDOLitModule(cfg)
-    torch.save({"state_dict": lit.state_dict(), "hyper_parameters": {"cfg": cfg}}, path)
-    return path
+    return random_checkpoint(path, seed, "dataset.num_frames=4", *overrides, base=base)
 
 
 @pytest.fixture(scope="module")
