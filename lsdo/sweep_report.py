@@ -173,13 +173,13 @@ def sweep_axes(sweep: Path) -> dict[str, list[str]]:
 
 
 def ablation_rows(config_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every ``configs/ablation/*.yaml``'s ``ablation`` section, by name."""
+    """Every ``configs/ablation/*.yaml``'s ``ablation`` section, by name, in the paper's row order."""
     rows = {}
     for path in sorted(config_dir.glob("*.yaml")):
         section = _read_yaml(path).get("ablation")
         if isinstance(section, dict) and section.get("name"):
             rows[str(section["name"])] = section
-    return rows
+    return dict(sorted(rows.items(), key=lambda kv: (str(kv[1].get("table")), int(kv[1].get("position", 0)), kv[0])))
 
 
 def _row_order(name: str, known: dict[str, dict[str, Any]]) -> int:

@@ -129,3 +129,12 @@ def test_row_runs_one_step(name: str, tmp_path: Path) -> None:
     assert 0.0 <= results["test"]["t2v/R1"] <= 100.0
     saved = (Path(results["run_dir"]) / "config.yaml").read_text()
     assert f"name: {name}" in saved  # the row travels with the run (lsdo-report reads it)
+
+
+def test_rows_are_in_the_paper_order() -> None:
+    """``position`` is each row's place in its table, as printed (lsdo-report lists rows in that order)."""
+    order = {t: [n for n in ROWS if ROWS[n]["table"] == t] for t in TABLE_VARIANT}  # ROWS lists rows as printed
+    order["IX"] = [f"ix_{th}_{kind}" for kind in ("fixed", "learnable") for th in ("01", "05", "09")]
+    order["X"] = ["x_zero", "x_unique", "x_feature"]
+    for table, names in order.items():
+        assert [_file(n)["position"] for n in names] == list(range(len(names))), table
