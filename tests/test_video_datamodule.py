@@ -261,3 +261,19 @@ def test_msrvtt_holdout_when_no_val_list(synth_copy: Path, tmp_path: Path) -> No
         cfg.dataset.val_videos = 0
     with pytest.raises(Exception, match="dataset.val_videos"):
         build_datamodule(cfg, 32).setup("fit")
+
+
+def test_flip_study_preset_runs_one_step(synth_dir: Path, tmp_path: Path) -> None:
+    """``experiment=flip_study`` (the flip benchmark's recipe through the video pipeline) on an export, with the
+    caption-aware flip: one step of train / val / test, the preset's dataset and flip kept."""
+    from lsdo.config import validate
+    from lsdo.train import run
+
+    tiny = [o for o in TINY_OVERRIDES if o.startswith("model")]
+    cfg = compose(["experiment=flip_study", f"dataset.root={synth_dir}", "dataset.flip=caption_aware", *tiny,
+                   "dataset.num_frames=4", "dataset.batch_size=8", "logger=none", "debug=fast_dev_run",
+                   f"paths.log_dir={tmp_path}"])  # fmt: skip
+    validate(cfg)
+    assert (cfg.dataset.name, cfg.dataset.flip, cfg.dataset.train_unit) == ("msrvtt", "caption_aware", "video")
+    results = run(cfg)
+    assert 0.0 <= results["test"]["t2v/R1"] <= 100.0
