@@ -195,8 +195,7 @@ def _expected(
     expected: set[tuple[str, str, int]] = set()
     tables = {r.table for r in runs}
     for table in tables:
-        present = {r.row for r in runs if r.table == table}
-        rows = set(present)
+        rows = {r.row for r in runs if r.table == table}
         if table in {str(v.get("table")) for v in known.values()}:
             table_rows = {n for n, v in known.items() if str(v.get("table")) == table}
             asked = axes.get("ablation")
@@ -243,8 +242,7 @@ def build_report(
         raise LSDOUserError(f"paper={paper}: expected auto, none or one of {', '.join(PAPER_DATASETS)}")
     _shorten_rows([r for r in runs if r.table == "-"])
     failed = [r.path for r in runs if r.test is None]
-    done = [r for r in runs if r.test is not None]
-    seen = {(r.table, r.row, r.seed) for r in done} | {(r.table, r.row, r.seed) for r in runs if r.test is None}
+    seen = {(r.table, r.row, r.seed) for r in runs}  # done or failed: either way not missing
     missing = sorted(_expected(runs, sweep_axes(sweep), known) - seen)
 
     tables: dict[str, list[dict[str, Any]]] = {}
@@ -279,7 +277,9 @@ def _row_stats(row: Row, ref: Row | None, metrics: tuple[str, ...], paper: str, 
     out: dict[str, Any] = {"row": row.key, "label": row.label, "seeds": [r.seed for r in runs], "reference": ref is row}
     figures = row.paper.get(paper) or row.paper.get("") or {}
     ref_runs = {r.seed: r for r in ref.runs} if ref is not None else {}
-    common = [r for r in runs if r.seed in ref_runs]
+    paired = ref is not None and ref is not row
+    common = [r for r in runs if r.seed in ref_runs] if paired else []
+    out["paired_seeds"] = [r.seed for r in common]
     for m in metrics:
         values = np.array([float(r.test[f"t2v/{m}"]) for r in runs if f"t2v/{m}" in r.test])  # type: ignore[index]
         out[f"{m}_paper"] = figures.get(m) if paper != "none" else None
@@ -287,7 +287,7 @@ def _row_stats(row: Row, ref: Row | None, metrics: tuple[str, ...], paper: str, 
         out[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
         out[f"{m}_per_seed"] = [float(v) for v in values]
         delta = (None, None, None)
-        if ref is not None and ref is not row and common and m != "MdR":
+        if common and m != "MdR":
             a = np.stack([per_query(r.ranks, m) for r in common])  # type: ignore[arg-type]  # [S, Q]
             b = np.stack([per_query(ref_runs[r.seed].ranks, m) for r in common])  # type: ignore[arg-type]
             if a.shape != b.shape:
@@ -297,7 +297,6 @@ def _row_stats(row: Row, ref: Row | None, metrics: tuple[str, ...], paper: str, 
                 )
             delta = paired_bootstrap(a, b, boot)
         out[f"{m}_delta"], out[f"{m}_lo"], out[f"{m}_hi"] = delta
-        out["paired_seeds"] = [r.seed for r in common] if ref is not None and ref is not row else []
     return out
 
 

@@ -31,7 +31,7 @@ from lsdo.data import frame_cache as fc
 from lsdo.data.compress import compress_video
 from lsdo.data.frame_cache import CacheEntry, CacheEntryError, FrameCacheOptions, sample_entry
 from lsdo.data.sampling import segment_indices
-from lsdo.data.transforms import VideoTransform
+from lsdo.data.transforms import VideoTransform, apply_params
 from lsdo.data.video import VideoDecodeError, available_backends, sample_frames, write_video
 from lsdo.errors import ConfigError, DataNotFoundError, LSDOUserError
 from lsdo.options import parse
@@ -440,9 +440,9 @@ def test_transform_draws_made_in_the_worker_reproduce_the_transform(train: bool)
     t = VideoTransform(32, train=train)
     for seed in range(6):
         want = t(frames, generator=torch.Generator().manual_seed(seed))
-        params = fc.clip_params(t, 40, 56, torch.Generator().manual_seed(seed))
+        params, _ = t.draw(40, 56, torch.Generator().manual_seed(seed))
         assert (params is None) == (not train)
-        assert torch.equal(fc.apply_transform(frames, 32, params), want)
+        assert torch.equal(apply_params(frames, 32, params), want)
 
 
 def test_gpu_decode_path_gives_the_cpu_path_batches(msrvtt: Path) -> None:

@@ -54,7 +54,6 @@ import torch
 
 from lsdo.data.folder_jobs import Summary, attempt, run_jobs, sources
 from lsdo.data.sampling import segment_indices
-from lsdo.data.transforms import ClipParams, VideoTransform, apply_params
 from lsdo.data.video import (
     VIDEO_EXTENSIONS,
     VideoDecodeError,
@@ -286,21 +285,8 @@ def probe_entry(path: str | os.PathLike) -> int:
 # The training transform with its random draws made in the worker, applied after decoding on a GPU
 # ---------------------------------------------------------------------------------------------
 
-# ClipParams, the draws and their application live in lsdo.data.transforms (one place for the
-# flip decision and the caption that goes with it); these names stay importable from here.
-
-
-def clip_params(transform: VideoTransform, height: int, width: int, generator: torch.Generator) -> ClipParams:
-    """The draws ``transform(frames, generator)`` makes for a clip of this size, in its order:
-    (top, left, h, w, flip) of the random resized crop and flip, or None for the test transform
-    (:meth:`VideoTransform.draw` without a caption; the data module passes the caption there)."""
-    return transform.draw(height, width, generator)[0]
-
-
-def apply_transform(frames: torch.Tensor, size: int, params: ClipParams) -> torch.Tensor:
-    """``VideoTransform(size, train=params is not None)(frames)`` with its draws given (:func:`clip_params`),
-    on ``frames``' device: uint8 [n, 3, H, W] -> CLIP-normalised float [n, 3, size, size]."""
-    return apply_params(frames, size, params)
+# The draws are made by lsdo.data.transforms.VideoTransform.draw in the worker (with the caption: the
+# flip and the caption are decided together there) and applied by transforms.apply_params on the device.
 
 
 # ---------------------------------------------------------------------------------------------

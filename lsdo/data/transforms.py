@@ -196,9 +196,7 @@ class VideoTransform:
         return self.with_caption(frames, None, generator)[0]
 
 
-def _pair(key: str, value: Sequence[float] | None, default: tuple[float, float]) -> tuple[float, float]:
-    if value is None:
-        return default
+def _pair(key: str, value: Sequence[float]) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -220,19 +218,22 @@ def build_transform(
 
     The keyword arguments are the config's ``dataset.flip``, ``dataset.crop_scale``,
     ``dataset.crop_ratio`` and ``dataset.crop_max_cut``, checked here (a :class:`ConfigError` naming
-    the key); their defaults are the authors' transform."""
+    the key); left out (None), the crop keeps :class:`VideoTransform`'s own ranges (the authors')."""
     if flip not in FLIP_MODES:
         raise ConfigError(f"dataset.flip: expected {' | '.join(FLIP_MODES)}, got {flip!r}")
-    scale = _pair("crop_scale", crop_scale, (0.5, 1.0))
-    if not (0 < scale[0] <= scale[1] <= 1):
-        raise ConfigError(f"dataset.crop_scale: expected 0 < min <= max <= 1, got {list(scale)}")
-    ratio = _pair("crop_ratio", crop_ratio, (3 / 4, 4 / 3))
-    if not (0 < ratio[0] <= ratio[1]):
-        raise ConfigError(f"dataset.crop_ratio: expected 0 < min <= max, got {list(ratio)}")
+    crop: dict[str, tuple[float, float]] = {}
+    if crop_scale is not None:
+        crop["scale"] = _pair("crop_scale", crop_scale)
+        if not (0 < crop["scale"][0] <= crop["scale"][1] <= 1):
+            raise ConfigError(f"dataset.crop_scale: expected 0 < min <= max <= 1, got {list(crop['scale'])}")
+    if crop_ratio is not None:
+        crop["ratio"] = _pair("crop_ratio", crop_ratio)
+        if not (0 < crop["ratio"][0] <= crop["ratio"][1]):
+            raise ConfigError(f"dataset.crop_ratio: expected 0 < min <= max, got {list(crop['ratio'])}")
     if crop_max_cut is not None:
         bad = ConfigError(f"dataset.crop_max_cut: expected null or a number in [0, 0.5), got {crop_max_cut!r}")
         if isinstance(crop_max_cut, bool) or not isinstance(crop_max_cut, (int, float)):
             raise bad
         if not (0 <= crop_max_cut < 0.5):
             raise bad
-    return VideoTransform(size, train=train and augment, scale=scale, ratio=ratio, flip=flip, max_cut=crop_max_cut)
+    return VideoTransform(size, train=train and augment, flip=flip, max_cut=crop_max_cut, **crop)
