@@ -29,7 +29,6 @@ exist) and an interrupted training run resumes from its ``last.ckpt`` (``ckpt_pa
 # dataclasses resolve string annotations through sys.modules (StudyArgs's types are plain runtime types here).
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -39,12 +38,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from study_runs import ROOT, command
 
 from lsdo.errors import LSDOUserError
 from lsdo.options import option
 from lsdo.stats import hits, paired_bootstrap
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("baseline", "shared", "average", "single")
 ATTENTIONS = ("bounded", "rescaled")
 METRICS = ("t2v/R1", "t2v/R5", "v2t/R1", "v2t/R5")
@@ -78,16 +77,6 @@ def label_of(variant: str, attention: str) -> str:
     return variant if variant == "baseline" else f"{variant} ({attention})"
 
 
-def train(overrides: list[str], log: Path) -> None:
-    """One ``train.py`` run in its own process (output appended to ``log``); raises on failure."""
-    cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
-    print("  $ python train.py " + " ".join(overrides), flush=True)
-    with log.open("a") as fh:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-    if rc != 0:
-        raise LSDOUserError(f"training failed (exit {rc}); its output: {log}")
-
-
 def has_last(log_dir: Path, task: str) -> bool:
     return any((log_dir / task / "runs").glob("*/checkpoints/last.ckpt"))
 
@@ -99,7 +88,10 @@ def stage1(study: Path) -> Path:
         return ckpt
     print("stage 1: pretraining the tiny CLIP on salient captions (experiment=premise_stage1)", flush=True)
     resume = ["ckpt_path=last"] if has_last(study, "premise_stage1") else []
-    train(["experiment=premise_stage1", f"paths.log_dir={study}", *resume], study / "stage1.log")
+    command(
+        [sys.executable, "train.py", "experiment=premise_stage1", f"paths.log_dir={study}", *resume],
+        study / "stage1.log",
+    )
     if not ckpt.is_file():
         raise LSDOUserError(f"stage 1 finished without writing {ckpt}; see {study / 'stage1.log'}")
     return ckpt
@@ -140,7 +132,7 @@ def stage2_run(study: Path, stage1_ckpt: Path, variant: str, attention: str, see
         overrides.append("ckpt_path=last")
     start = time.time()
     print(f"stage 2: {tag}", flush=True)
-    train(overrides, run_dir / "train.log")
+    command([sys.executable, "train.py", *overrides], run_dir / "train.log")
     runs = sorted((run_dir / "premise" / "runs").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise LSDOUserError(f"{tag}: no metrics.json; see {run_dir / 'train.log'}")
@@ -168,10 +160,7 @@ def inverse_attention(study: Path, ckpt: Path) -> dict[str, Any]:
         if not path.is_file():
             cmd = [sys.executable, str(ROOT / "bench" / "inverse_attention_synthetic.py"), f"ckpt={ckpt}", "kernel=1"]
             cmd += ["ks=2", "renders=3", f"scale={scale}", f"out={path}"]
-            with (study / "inverse_attention.log").open("a") as fh:
-                rc = subprocess.call(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT)
-            if rc != 0:
-                raise LSDOUserError(f"inverse attention (scale={scale}) failed; see {study / 'inverse_attention.log'}")
+            command(cmd, study / "inverse_attention.log")
         out[f"x{scale}"] = json.loads(path.read_text())["results"]
     return out
 
@@ -277,10 +266,9 @@ def format_report(s: dict[str, Any], premise_r: dict[str, Any], ia: dict[str, An
 
 
 def plot(s: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from lsdo.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = list(s["table"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)

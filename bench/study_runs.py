@@ -1,4 +1,4 @@
-"""Resumable runs for the study scripts of ``bench/`` (reproduce_synthetic.py, flip_study.py).
+"""Resumable runs for the study scripts of ``bench/`` (premise_study.py, reproduce_synthetic.py, flip_study.py).
 
 Each run is one ``train.py`` process in its own folder (``hydra.run.dir``); a folder whose ``metrics.json``
 holds test metrics is done and skipped, an interrupted one resumes from its own ``checkpoints/last.ckpt``.

@@ -28,7 +28,7 @@ import torch
 from lsdo.errors import LSDOUserError
 from lsdo.inverse_attention.heatmap import HEATMAP_METHODS
 from lsdo.options import option
-from lsdo.plots import _series
+from lsdo.plots import pyplot, save, series
 
 # Fig. 5's panels: (CSV column, panel title, y label).
 FIG5_PANELS: tuple[tuple[str, str, str], ...] = (
@@ -109,24 +109,6 @@ def run_label(cfg: Mapping[str, Any] | Any) -> str:
         name = OmegaConf.select(conf, "variant.name", default=None) or "run"
     seed = OmegaConf.select(conf, "seed", default=None)
     return f"{name} seed {seed}" if seed is not None else str(name)
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, out: str | Path) -> Path:
-    """Write ``fig`` as a PNG (parents created) and close it."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path
 
 
 def _labels(given: Sequence[str], defaults: list[str], what: str) -> list[str]:
@@ -215,7 +197,7 @@ def fig5_curves(runs: Sequence[str | Path], labels: Sequence[str] = ()) -> dict[
             rows = list(csv.DictReader(fh))
         logged = False
         for key, _, _ in FIG5_PANELS:
-            steps, values = _series(rows, key)
+            steps, values = series(rows, key)
             if steps:
                 panels.setdefault(key, []).append(Curve(label, steps, values))
                 logged = True
@@ -228,7 +210,7 @@ def fig5_curves(runs: Sequence[str | Path], labels: Sequence[str] = ()) -> dict[
 def fig5(runs: Sequence[str | Path], out: str | Path = "fig5.png", labels: Sequence[str] = ()) -> Path:
     """Paper Fig. 5: theta (a) and lambda (b) against the training iteration, the runs overlaid; returns the PNG."""
     panels = fig5_curves(runs, labels)
-    plt = _plt()
+    plt = pyplot()
     titles = {key: (title, ylabel) for key, title, ylabel in FIG5_PANELS}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, (key, curves) in zip(axes[0], panels.items(), strict=True):
@@ -242,7 +224,7 @@ def fig5(runs: Sequence[str | Path], out: str | Path = "fig5.png", labels: Seque
         ax.legend(fontsize=8, loc="best")
     fig.suptitle("Fig. 5: the learnable parameters during training", fontsize=11)
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +325,7 @@ def fig7(
     picture, caption = picture or load_frame(image, video, frame, num_frames)
     maps, (x0, y0, x1, y1) = fig7_heatmaps([m for m, _ in loaded], picture, heatmap)
 
-    plt = _plt()
+    plt = pyplot()
     img = picture.permute(1, 2, 0).numpy()
     h, w = img.shape[:2]
     cols = 1 + len(maps)
@@ -370,7 +352,7 @@ def fig7(
         bar = fig.colorbar(shown, ax=list(axes), fraction=0.025, pad=0.01, aspect=15, ticks=[0, 1])
         bar.ax.set_yticklabels(["low", "high"], fontsize=8)
     fig.suptitle(f"Fig. 7: {heatmap} map of the image encoder's last layer", fontsize=10)
-    return _save(fig, out)
+    return save(fig, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +387,7 @@ def fig8(ckpt: str | Path, video: str | Path, out: str | Path = "fig8.png", num_
             "Fig. 8; give a checkpoint of variant single, average or shared trained with model.use_frame_lsdo=true"
         )
 
-    plt = _plt()
+    plt = pyplot()
     h, w = frames.shape[-2:]
     panel = 2.0
     fig = plt.figure(figsize=(panel * n, panel * h / w + 2.3))
@@ -433,4 +415,4 @@ def fig8(ckpt: str | Path, video: str | Path, out: str | Path = "fig8.png", num_
     fig.suptitle(
         f"Fig. 8: frame-level LSDO attention weights - {Path(video).name} ({run_label(cfg)})", fontsize=10, y=1.0
     )
-    return _save(fig, out)
+    return save(fig, out)

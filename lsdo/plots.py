@@ -7,7 +7,27 @@ from pathlib import Path
 from typing import Any
 
 
-def _series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float]]:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (no display needed): the one place that picks it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, out: str | Path) -> Path:
+    """Write ``fig`` as a PNG (parent folders created, margins trimmed) and close it."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    return path
+
+
+def series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one column of a Lightning CSV log, rows without a value skipped."""
     xs, ys = [], []
     for r in rows:
         if r.get(key) not in (None, ""):
@@ -18,11 +38,7 @@ def _series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> Path | None:
     """Plot loss, lambda, theta (if logged) and validation R@1 from a Lightning CSV log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = list(csv.DictReader(open(metrics_csv)))
     panels = [
         ("train/loss", "training loss"),
@@ -30,12 +46,12 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> Path |
         ("train/theta", "theta (single variant)"),
         ("val/t2v/R1", "validation t2v R@1 (%)"),
     ]
-    panels = [(k, t) for k, t in panels if _series(rows, k)[0]]
+    panels = [(k, t) for k, t in panels if series(rows, k)[0]]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (key, title) in zip(axes if len(panels) > 1 else [axes], panels, strict=True):
-        xs, ys = _series(rows, key)
+        xs, ys = series(rows, key)
         ax.plot(xs, ys, marker="o" if key.startswith("val") else None, lw=1.2)
         ax.set_title(title)
         ax.set_xlabel("training step")
@@ -52,11 +68,9 @@ def plot_retrieval(ranks: dict[str, Any], out_dir: str | Path, title: str = "") 
 
     Writes ``recall_at_k.png`` (R@K in percent against K, log axis) and ``rank_histogram.png``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     out_dir = Path(out_dir)
     arrays = {k: np.asarray(v, dtype=np.int64) for k, v in ranks.items() if v is not None and len(v)}

@@ -57,13 +57,13 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def saved(monkeypatch: pytest.MonkeyPatch) -> list:
     """The matplotlib figures the module writes (saved as usual; their artists stay readable after closing)."""
     figures: list = []
-    save = paper_figures._save
+    save = paper_figures.save
 
     def keep(fig, out):
         figures.append(fig)
         return save(fig, out)
 
-    monkeypatch.setattr(paper_figures, "_save", keep)
+    monkeypatch.setattr(paper_figures, "save", keep)
     return figures
 
 

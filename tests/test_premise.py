@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study_module():
+    if str(ROOT / "bench") not in sys.path:  # as `python bench/premise_study.py` has it: bench/study_runs.py
+        sys.path.insert(0, str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("premise_study", ROOT / "bench" / "premise_study.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -117,14 +117,13 @@ def render_figure(
     title: str = "",
 ) -> dict[str, Any]:
     """Write the four-row figure for one frame and query; returns the similarities and boxes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
     from lsdo.inverse_attention.heatmap import upsample
     from lsdo.inverse_attention.lace import crop_regions
+    from lsdo.plots import pyplot
+
+    plt = pyplot()
 
     enc = RegionEncoder(model, "inverse_attention", k=k, heatmap=heatmap, lard=lard, seed=seed, tokenizer=tokenizer)
     res = enc.encode_detailed(frame[None])
