@@ -48,6 +48,25 @@ def test_same_seed_is_identical() -> None:
     assert np.array_equal(f1, f2)
 
 
+def test_make_split_defaults_are_the_dataset_config_defaults() -> None:
+    """A library call ``make_split(split)`` builds the split ``dataset=synthetic`` trains on, and the annotation
+    loader accepts exactly make_split's options (an unknown one is an error naming it)."""
+    import inspect
+
+    import yaml
+
+    from lsdo.config import CONFIG_DIR
+    from lsdo.data.annotations import load_annotations
+    from lsdo.errors import ConfigError
+
+    yaml_cfg = yaml.safe_load((CONFIG_DIR / "dataset" / "synthetic.yaml").read_text())
+    params = inspect.signature(S.make_split).parameters
+    assert S.SPLIT_OPTIONS == ("seed", "val_combos", "test_combos", "train_videos_per_combo", "spatial_captions")
+    assert {k: params[k].default for k in S.SPLIT_OPTIONS} == {k: yaml_cfg[k] for k in S.SPLIT_OPTIONS}
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['combos'\]"):
+        load_annotations("synthetic", "test", None, combos=3)
+
+
 def test_different_seed_differs() -> None:
     assert S.split_combinations(0, 20, 60)["test"] != S.split_combinations(1, 20, 60)["test"]
     a = S.make_split("test", seed=0)

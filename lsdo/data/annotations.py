@@ -129,9 +129,6 @@ DEFAULT_FILES: dict[str, dict[str, str]] = {
     "didemo": {"train_json": "train_data.json", "val_json": "val_data.json", "test_json": "test_data.json"},
     "synthetic": {},
 }
-SYNTHETIC_DEFAULTS: dict[str, int] = {
-    "seed": 0, "val_combos": 20, "test_combos": 60, "train_videos_per_combo": 6, "spatial_captions": False
-}  # fmt: skip
 EMPTY_CAPTION_MODES = ("error", "skip")
 LSMDC_FIELDS = ("clip id", "start aligned", "end aligned", "start extracted", "end extracted", "sentence")
 _WHERE_TO_GET = {
@@ -569,13 +566,10 @@ def _load_didemo(split: str, res: _Resolver, empties: _EmptyCaptions) -> list[Re
 
 
 def _load_synthetic(split: str, **kwargs: int) -> list[Record]:
-    from lsdo.data.synthetic import make_split
+    from lsdo.data.synthetic import SPLIT_OPTIONS, make_split
 
-    unknown = sorted(set(kwargs) - set(SYNTHETIC_DEFAULTS))
+    unknown = sorted(set(kwargs) - set(SPLIT_OPTIONS))
     if unknown:
-        raise ConfigError(
-            f"synthetic annotations: unknown option(s) {unknown} (known: {', '.join(SYNTHETIC_DEFAULTS)})"
-        )
-    params = {**SYNTHETIC_DEFAULTS, **kwargs}
-    videos = make_split(split, **params)
+        raise ConfigError(f"synthetic annotations: unknown option(s) {unknown} (known: {', '.join(SPLIT_OPTIONS)})")
+    videos = make_split(split, **kwargs)
     return [Record(v.video_id, c, f"{v.video_id}.mp4") for v in videos for c in v.captions]

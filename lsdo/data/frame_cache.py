@@ -69,6 +69,8 @@ MAGIC = b"LSDOFRM1"
 SUFFIX = ".frames"  # one entry file per video
 SETTINGS_FILE = "cache.json"
 FORMATS = ("jpeg", "uint8")
+# The defaults of `lsdo-prepare frames` (FrameCacheOptions) and of write_entry / run, written once.
+FPS, SHORT_SIDE, FORMAT, QUALITY = 3.0, 224, "jpeg", 90
 VERSION = 1
 _TAIL = 16  # header length (8 bytes) + MAGIC
 
@@ -312,10 +314,10 @@ def cache_settings(fps: float | None, short_side: int | None, fmt: str, quality:
 def write_entry(
     src: str | os.PathLike,
     dst: str | os.PathLike,
-    fps: float | None = 3.0,
-    short_side: int | None = 224,
-    fmt: str = "jpeg",
-    quality: int = 90,
+    fps: float | None = FPS,
+    short_side: int | None = SHORT_SIDE,
+    fmt: str = FORMAT,
+    quality: int = QUALITY,
 ) -> int:
     """Decode ``src`` and write its entry ``dst``; the frames written.
 
@@ -396,12 +398,14 @@ class FrameCacheOptions:
 
     in_dir: str = option("folder of videos (searched recursively)", positional=True)
     out_dir: str = option("the cache folder (same sub-folders, one .frames file per video)", positional=True)
-    fps: float | None = option("frames kept per second, each the source frame nearest in time (null: every frame)", 3.0)
-    short_side: int | None = option("short side in pixels, bicubic, aspect kept (null: as decoded)", 224, minimum=2)
-    format: str = option(
-        "jpeg: JPEG files, decoded when read | uint8: the pixels, read as they are", "jpeg", choices=FORMATS
+    fps: float | None = option("frames kept per second, each the source frame nearest in time (null: every frame)", FPS)
+    short_side: int | None = option(
+        "short side in pixels, bicubic, aspect kept (null: as decoded)", SHORT_SIDE, minimum=2
     )
-    quality: int = option("JPEG quality, 1-100 (format=jpeg)", 90, minimum=1)
+    format: str = option(
+        "jpeg: JPEG files, decoded when read | uint8: the pixels, read as they are", FORMAT, choices=FORMATS
+    )
+    quality: int = option("JPEG quality, 1-100 (format=jpeg)", QUALITY, minimum=1)
     workers: int = option("parallel processes (default: all cores)", os.cpu_count() or 1, minimum=1)
     ext: list[str] = option("input extensions to include", list(VIDEO_EXTENSIONS))
     progress: bool | None = option("a progress bar (null: when stderr is a terminal)", None)
@@ -428,10 +432,10 @@ def _claim(out_dir: Path, settings: dict[str, Any]) -> None:
 def run(
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    fps: float | None = 3.0,
-    short_side: int | None = 224,
-    fmt: str = "jpeg",
-    quality: int = 90,
+    fps: float | None = FPS,
+    short_side: int | None = SHORT_SIDE,
+    fmt: str = FORMAT,
+    quality: int = QUALITY,
     workers: int = 1,
     exts: Sequence[str] = VIDEO_EXTENSIONS,
     progress: bool | None = None,

@@ -35,6 +35,7 @@ and resolution can be rendered.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,10 +158,10 @@ def make_split(
     seed: int = 0,
     val_combos: int = 20,
     test_combos: int = 60,
-    train_videos_per_combo: int = 4,
+    train_videos_per_combo: int = 6,
     spatial_captions: bool = False,
 ) -> list[SyntheticVideo]:
-    """The videos of one split (deterministic in ``seed``).
+    """The videos of one split (deterministic in ``seed``); the defaults are configs/dataset/synthetic.yaml's.
 
     ``spatial_captions`` (``dataset.spatial_captions``, the flip benchmark of docs/datasets.md): every video's
     large object keeps to the left or the right half of the frame and its captions say which ("a red circle
@@ -182,6 +183,9 @@ def make_split(
             salient = tuple(caption(b, s, t, side) for t in SALIENT_TEMPLATES) if train else ()
             videos.append(SyntheticVideo(f"synth_{split}_{i:03d}_{j}", b, s, vseed, caps, salient, side))
     return videos
+
+
+SPLIT_OPTIONS = tuple(inspect.signature(make_split).parameters)[1:]  # seed, val_combos, ...: what sets a split
 
 
 def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:

@@ -72,7 +72,7 @@ class ExactScorer:
             _, n, d = self.features.shape
             templates = self.templates if self.templates is not None else TemplateCache()
             template = templates.get(self.model, n, d, self.accum_dtype, device)
-            return stored_scorer(template, self.stored, videos, device)
+            return stored_scorer(template, self.stored, videos)
         frames = frames_at(self.features, videos, device)  # [c, n, d] float32
         return XPoolScorer(self.model.xpool, frames, accum_dtype=self.accum_dtype)  # per-video tensors
 

@@ -124,9 +124,8 @@ class TemplateCache:
         return template
 
 
-def stored_scorer(
-    template: XPoolScorer, tensors: dict[str, FrameStore], videos: slice | torch.Tensor, device: torch.device
-) -> XPoolScorer:
-    """An XPoolScorer over ``videos`` whose per-video tensors are the stored rows (no per-video precomputation)."""
+def stored_scorer(template: XPoolScorer, tensors: dict[str, FrameStore], videos: slice | torch.Tensor) -> XPoolScorer:
+    """An XPoolScorer over ``videos`` whose per-video tensors are the stored rows (no per-video precomputation),
+    moved to the template's device and dtypes."""
     keys, frames, mix = (tensors[name][videos] for name in RERANK_TENSORS)
     return template.with_videos(keys, frames, mix)
