@@ -9,7 +9,6 @@ import av
 import numpy as np
 import pytest
 
-from lsdo.cli.prepare import compress_main as main
 from lsdo.cli.prepare import prepare_main
 from lsdo.data.compress import compress_video, output_size
 from lsdo.data.video import VideoDecodeError, probe_video, write_video
@@ -48,7 +47,7 @@ def test_output_size_even_short_side() -> None:
 def test_compress_folder_fps_size_structure_and_resume(in_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     args = [str(in_dir), str(out), "--fps", "3", "--short-side", "32", "--no-progress"]
-    assert main([*args, "--workers", "2"]) == 1  # one input is broken
+    assert prepare_main(["compress", *args, "--workers", "2"]) == 1  # one input is broken
     captured = capsys.readouterr()
     assert "compressed 2, skipped 0 (already done), failed 1" in captured.out
     assert str(in_dir / "movieB" / "broken.mp4") in captured.err
@@ -69,7 +68,7 @@ def test_compress_folder_fps_size_structure_and_resume(in_dir: Path, tmp_path: P
 
     # Rerun: done files are skipped, the broken one is reported again.
     mtime = (out / "movieA" / "clip1.mp4").stat().st_mtime_ns
-    assert main([*args, "--workers", "1"]) == 1
+    assert prepare_main(["compress", *args, "--workers", "1"]) == 1
     assert "compressed 0, skipped 2 (already done), failed 1" in capsys.readouterr().out
     assert (out / "movieA" / "clip1.mp4").stat().st_mtime_ns == mtime
 
@@ -77,7 +76,7 @@ def test_compress_folder_fps_size_structure_and_resume(in_dir: Path, tmp_path: P
     (out / "movieA" / "clip1.mp4").unlink()
     (out / "movieA" / ".clip1.mp4.part").write_bytes(b"half a file")
     (in_dir / "movieB" / "broken.mp4").unlink()
-    assert main([*args, "--workers", "1"]) == 0
+    assert prepare_main(["compress", *args, "--workers", "1"]) == 0
     assert "compressed 1, skipped 1 (already done), failed 0" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "movieA").iterdir()) == ["clip1.mp4"]
 
@@ -104,9 +103,9 @@ def test_ext_filter_output_always_mp4_and_prepare_dispatch(in_dir: Path, tmp_pat
     assert read_info(out / "movieA" / "clip9.mp4")[:3] == (3.0, 42, 32)
 
     assert prepare_main(["nope"]) == 2
-    assert main([str(tmp_path / "missing"), str(out), "--no-progress"]) == 2
+    assert prepare_main(["compress", str(tmp_path / "missing"), str(out), "--no-progress"]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
-    assert main([str(in_dir), str(in_dir), "--no-progress"]) == 2  # would overwrite the inputs
+    assert prepare_main(["compress", str(in_dir), str(in_dir), "--no-progress"]) == 2  # would overwrite the inputs
 
 
 def test_name_clash_is_refused_before_any_work(in_dir: Path, tmp_path: Path, capsys) -> None:
@@ -114,7 +113,7 @@ def test_name_clash_is_refused_before_any_work(in_dir: Path, tmp_path: Path, cap
     shutil.copy(in_dir / "movieA" / "clip1.mp4", in_dir / "movieA" / "clip1.avi")
     shutil.copy(in_dir / "movieB" / "clip2.mp4", in_dir / "movieB" / "clip2.MKV")
     out = tmp_path / "out"
-    assert main([str(in_dir), str(out), "--short-side", "32", "--no-progress"]) == 2
+    assert prepare_main(["compress", str(in_dir), str(out), "--short-side", "32", "--no-progress"]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: 2 output name clash(es)"), err
@@ -124,7 +123,9 @@ def test_name_clash_is_refused_before_any_work(in_dir: Path, tmp_path: Path, cap
     assert not out.exists()  # refused before any work
     assert prepare_main(["compress", str(in_dir), str(out), "--no-progress"]) == 2
     # one extension only: no clash
-    assert main([str(in_dir), str(out), "--short-side", "32", "--no-progress", "--ext", ".avi"]) == 0
+    assert (
+        prepare_main(["compress", str(in_dir), str(out), "--short-side", "32", "--no-progress", "--ext", ".avi"]) == 0
+    )
     assert [p.relative_to(out).as_posix() for p in out.rglob("*.mp4")] == ["movieA/clip1.mp4"]
 
 
@@ -132,7 +133,9 @@ def test_failures_listed_one_line_each_match_the_count(in_dir: Path, tmp_path: P
     (in_dir / "movieA" / "bad\nname.avi").write_bytes(b"")  # a newline in the name, zero bytes
     (in_dir / "movieA" / "worse\tname.mkv").write_text("not a video")
     out = tmp_path / "out"
-    assert main([str(in_dir), str(out), "--short-side", "32", "--no-progress", "--workers", "1"]) == 1
+    assert (
+        prepare_main(["compress", str(in_dir), str(out), "--short-side", "32", "--no-progress", "--workers", "1"]) == 1
+    )
     captured = capsys.readouterr()
     assert "compressed 2, skipped 0 (already done), failed 3" in captured.out
     failed = [line for line in captured.err.splitlines() if line.startswith("failed: ")]

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsdo.cli.prepare import frames_main, prepare_main
+from lsdo.cli.prepare import prepare_main
 from lsdo.config import compose
 from lsdo.data import build_datamodule
 from lsdo.data import frame_cache as fc
@@ -210,7 +210,7 @@ def test_resume_skips_whole_entries_and_redoes_the_rest(tmp_path: Path, capsys) 
     (src / "m2" / "broken.mp4").write_text("not a video\n" * 10)
     out = tmp_path / "out"
     args = [str(src), str(out), "fps=6", "short_side=24", "progress=false"]
-    assert frames_main([*args, "workers=2"]) == 1
+    assert prepare_main(["frames", *args, "workers=2"]) == 1
     captured = capsys.readouterr()
     assert "cached 2, skipped 0 (already done), failed 1" in captured.out
     failed = [line for line in captured.err.splitlines() if line.startswith("failed: ")]
@@ -225,7 +225,7 @@ def test_resume_skips_whole_entries_and_redoes_the_rest(tmp_path: Path, capsys) 
     assert json.loads((out / "cache.json").read_text())["fps"] == 6.0
 
     mtime = (out / "m1" / "a.frames").stat().st_mtime_ns
-    assert frames_main([*args, "workers=1"]) == 1
+    assert prepare_main(["frames", *args, "workers=1"]) == 1
     assert "cached 0, skipped 2 (already done), failed 1" in capsys.readouterr().out
     assert (out / "m1" / "a.frames").stat().st_mtime_ns == mtime
 
@@ -234,17 +234,17 @@ def test_resume_skips_whole_entries_and_redoes_the_rest(tmp_path: Path, capsys) 
     (out / "m1" / ".a.frames.part").write_bytes(b"half a file")
     _damage(out / "m2" / "b.frames", "truncated")
     (src / "m2" / "broken.mp4").unlink()
-    assert frames_main([*args, "workers=1"]) == 0
+    assert prepare_main(["frames", *args, "workers=1"]) == 0
     assert "cached 2, skipped 0 (already done), failed 0" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "m1").iterdir()) == ["a.frames"]
     write_video(src / "m1" / "a.mp4", grey_clip(18), fps=12)  # the source changed
     os.utime(src / "m1" / "a.mp4", (1, 1))
-    assert frames_main([*args, "workers=1"]) == 0
+    assert prepare_main(["frames", *args, "workers=1"]) == 0
     assert "cached 1, skipped 1 (already done), failed 0" in capsys.readouterr().out
     assert CacheEntry(out / "m1" / "a.frames").frames == 9  # 1.5 s at 6 fps
 
     # Other settings into the same folder: refused before any work.
-    assert frames_main([str(src), str(out), "fps=3", "short_side=24", "progress=false"]) == 2
+    assert prepare_main(["frames", str(src), str(out), "fps=3", "short_side=24", "progress=false"]) == 2
     err = capsys.readouterr().err
     assert "other settings: fps=6.0 (asked 3.0)" in err and len(err.strip().splitlines()) == 1
 
@@ -254,15 +254,18 @@ def test_name_clash_and_user_errors(tmp_path: Path, capsys) -> None:
     write_video(src / "clip.mp4", grey_clip(4))
     write_video(src / "clip.avi", grey_clip(4))
     out = tmp_path / "out"
-    assert frames_main([str(src), str(out), "progress=false"]) == 2
+    assert prepare_main(["frames", str(src), str(out), "progress=false"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "clip.avi and clip.mp4 -> clip.frames" in err[0] and not out.exists()
-    assert frames_main([str(src), str(out), "ext=.avi", "short_side=null", "format=uint8", "progress=false"]) == 0
+    assert (
+        prepare_main(["frames", str(src), str(out), "ext=.avi", "short_side=null", "format=uint8", "progress=false"])
+        == 0
+    )
     assert [p.name for p in out.glob("*.frames")] == ["clip.frames"]
-    assert frames_main([str(tmp_path / "missing"), str(out)]) == 2
-    assert frames_main([str(src), str(out), "format=png"]) == 2
+    assert prepare_main(["frames", str(tmp_path / "missing"), str(out)]) == 2
+    assert prepare_main(["frames", str(src), str(out), "format=png"]) == 2
     assert "format: expected one of jpeg | uint8" in capsys.readouterr().err
-    assert frames_main([str(src), str(out), "quality=101", "progress=false"]) == 2
+    assert prepare_main(["frames", str(src), str(out), "quality=101", "progress=false"]) == 2
 
 
 def test_cli_help_and_a_real_run(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig
@@ -28,6 +29,7 @@ __all__ = [
     "option",
     "parse",
     "run_tool",
+    "Subcommand",
     "subcommands",
     "usage",
 ]
@@ -57,23 +59,32 @@ def run_tool(
     return run_plain(main)
 
 
-def subcommands(
-    prog: str, commands: dict[str, tuple[str, Callable[[list[str]], int]]], argv: Sequence[str] | None
-) -> int:
-    """``prog COMMAND key=value ...``: run ``commands[COMMAND]`` (its one-line summary, its main) on the rest.
+@dataclass(frozen=True)
+class Subcommand:
+    """One command of a ``prog COMMAND key=value ...`` tool: :func:`run_tool` of ``run`` on ``options``."""
+
+    summary: str  # its line in ``prog --help``
+    options: type  # the typed options (lsdo.options) its keys are read against
+    run: Callable[[Any], int | None]  # exit code: 0 / run's own / 2 on a user error
+    about: str = ""  # the head of ``prog COMMAND --help``
+
+
+def subcommands(prog: str, commands: dict[str, Subcommand], argv: Sequence[str] | None) -> int:
+    """``prog COMMAND key=value ...``: run ``commands[COMMAND]`` on the rest (:func:`run_tool`).
 
     ``--help`` lists the commands (exit 0); no command lists them on stderr (exit 2); an unknown
     command is a one-line error (exit 2).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in commands:
-        return commands[args[0]][1](args[1:])
+        c = commands[args[0]]
+        return run_tool(f"{prog} {args[0]}", c.options, c.run, args[1:], about=c.about)
     if args and args[0] not in ("-h", "--help"):
         print(f"error: unknown command {args[0]!r}; commands: {', '.join(commands)} ({prog} --help)", file=sys.stderr)
         return 2
     width = max(len(c) for c in commands)
     lines = [f"usage: {prog} {{{','.join(commands)}}} key=value ...", ""]
-    lines += [f"  {c.ljust(width)}  {summary}" for c, (summary, _) in commands.items()]
+    lines += [f"  {c.ljust(width)}  {sub.summary}" for c, sub in commands.items()]
     lines += ["", f"{prog} COMMAND --help lists a command's keys"]
     print("\n".join(lines), file=sys.stdout if args else sys.stderr)
     return 0 if args else 2

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lsdo.cli.common import option, run_tool, subcommands
+from lsdo.cli.common import Subcommand, option, subcommands
 from lsdo.errors import LSDOUserError
 from lsdo.retrieval.build import BuildOptions, build_index
 from lsdo.retrieval.index import VideoIndex, printable, verify_index
@@ -78,20 +78,15 @@ def index_verify(opts: VerifyArgs) -> int:
 
 
 COMMANDS = {
-    "build": ("encode every video under a folder into an index (resumable)", BuildOptions, build_index),
-    "info": ("print an index's metadata", InfoArgs, index_info),
-    "verify": ("check an index: structure, SHA-256 checksums, finite values", VerifyArgs, index_verify),
+    "build": Subcommand("encode every video under a folder into an index (resumable)", BuildOptions, build_index),
+    "info": Subcommand("print an index's metadata", InfoArgs, index_info),
+    "verify": Subcommand("check an index: structure, SHA-256 checksums, finite values", VerifyArgs, index_verify),
 }
 
 
 def index_main(argv: Sequence[str] | None = None) -> int:
     """Console entry point ``lsdo-index``."""
-
-    def command(name: str, schema: type, fn: object) -> object:
-        return lambda args: run_tool(f"lsdo-index {name}", schema, fn, args)  # type: ignore[arg-type]
-
-    table = {name: (summary, command(name, schema, fn)) for name, (summary, schema, fn) in COMMANDS.items()}
-    return subcommands("lsdo-index", table, argv)  # type: ignore[arg-type]
+    return subcommands("lsdo-index", COMMANDS, argv)
 
 
 if __name__ == "__main__":

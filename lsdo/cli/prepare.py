@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from lsdo.cli.common import run_tool, subcommands
+from lsdo.cli.common import Subcommand, subcommands
 from lsdo.data import compress, frame_cache, spatial
 from lsdo.data.compress import VIDEO_EXTS, CompressOptions
 from lsdo.data.frame_cache import FrameCacheOptions
@@ -35,12 +35,6 @@ def compress_videos(opts: CompressOptions) -> int:
     return 1 if summary.failed else 0
 
 
-def compress_main(argv: Sequence[str] | None = None) -> int:
-    """``lsdo-prepare compress``: 0 done, 1 when any video failed, 2 on a user error."""
-    about = (compress.__doc__ or "").split("\n\n")[0]
-    return run_tool("lsdo-prepare compress", CompressOptions, compress_videos, argv, about=about)
-
-
 def cache_frames(opts: FrameCacheOptions) -> int:
     """0 when every video is cached or already done, 1 when any failed."""
     exts = tuple(e if e.startswith(".") else f".{e}" for e in opts.ext) or VIDEO_EXTS
@@ -59,29 +53,27 @@ def cache_frames(opts: FrameCacheOptions) -> int:
     return 1 if summary.failed else 0
 
 
-def frames_main(argv: Sequence[str] | None = None) -> int:
-    """``lsdo-prepare frames``: 0 done, 1 when any video failed, 2 on a user error."""
-    about = (frame_cache.__doc__ or "").split("\n\n")[0]
-    return run_tool("lsdo-prepare frames", FrameCacheOptions, cache_frames, argv, about=about)
-
-
 def spatial_report(opts: SpatialOptions) -> int:
     """Print the counts of every split (and a few examples); 0."""
     print("\n".join(spatial.report(opts)))
     return 0
 
 
-def spatial_main(argv: Sequence[str] | None = None) -> int:
-    """``lsdo-prepare spatial``: 0 done, 2 on a user error (a missing annotation folder, a bad key)."""
-    about = "Captions that say left or right, and what the caption-aware flip does with them (lsdo.data.spatial)."
-    return run_tool("lsdo-prepare spatial", SpatialOptions, spatial_report, argv, about=about)
-
-
-COMMANDS = {
-    "compress": ("re-encode a video folder to a low frame rate and a small short side", compress_main),
-    "frames": ("a prepared-frame cache of a video folder (JPEG or uint8 frames, read without a decoder)", frames_main),
-    "spatial": ("captions saying left/right: what dataset.flip=caption_aware would swap or not flip", spatial_main),
-}
+COMMANDS = {  # exit codes: 0 done, 1 when any video failed (compress, frames), 2 on a user error
+    "compress": Subcommand(
+        "re-encode a video folder to a low frame rate and a small short side", CompressOptions, compress_videos,
+        (compress.__doc__ or "").split("\n\n")[0],
+    ),
+    "frames": Subcommand(
+        "a prepared-frame cache of a video folder (JPEG or uint8 frames, read without a decoder)", FrameCacheOptions,
+        cache_frames, (frame_cache.__doc__ or "").split("\n\n")[0],
+    ),
+    "spatial": Subcommand(
+        "captions saying left/right: what dataset.flip=caption_aware would swap or not flip", SpatialOptions,
+        spatial_report,
+        "Captions that say left or right, and what the caption-aware flip does with them (lsdo.data.spatial).",
+    ),
+}  # fmt: skip
 
 
 def prepare_main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from lsdo.cli.common import run_tool, subcommands
+from lsdo.cli.common import Subcommand, subcommands
 from lsdo.errors import LSDOUserError
 from lsdo.inverse_attention.lard import LARDConfig
 from lsdo.inverse_attention.viz import VizOptions, load_image, load_model, render_figure
@@ -53,11 +53,6 @@ def inverse_attention(opts: VizOptions) -> int:
     return 0
 
 
-def inverse_attention_main(argv: Sequence[str] | None = None) -> int:
-    about = (__doc__ or "").split("\n\n", 1)[1]
-    return run_tool("lsdo-viz inverse-attention", VizOptions, inverse_attention, argv, about=about)
-
-
 def fig5_cmd(opts: Fig5Options) -> int:
     print(fig5(opts.runs, opts.out, labels=opts.labels))
     return 0
@@ -77,27 +72,24 @@ def fig8_cmd(opts: Fig8Options) -> int:
     return 0
 
 
-def fig5_main(argv: Sequence[str] | None = None) -> int:
-    about = "Paper Fig. 5: theta (a) and lambda (b) against the training iteration, several runs overlaid."
-    return run_tool("lsdo-viz fig5", Fig5Options, fig5_cmd, argv, about=about)
-
-
-def fig7_main(argv: Sequence[str] | None = None) -> int:
-    about = "Paper Fig. 7: one frame, then each checkpoint's last-layer attention map over it (blue low, red high)."
-    return run_tool("lsdo-viz fig7", Fig7Options, fig7_cmd, argv, about=about)
-
-
-def fig8_main(argv: Sequence[str] | None = None) -> int:
-    about = "Paper Fig. 8: a video's test-time frames, each with its frame-level LSDO attention weight."
-    return run_tool("lsdo-viz fig8", Fig8Options, fig8_cmd, argv, about=about)
-
-
 COMMANDS = {
-    "inverse-attention": ("the inverse-attention encoder on one frame (paper Table 2)", inverse_attention_main),
-    "fig5": ("theta and lambda over training, runs overlaid (paper Fig. 5)", fig5_main),
-    "fig7": ("the image encoder's last-layer attention map per checkpoint (paper Fig. 7)", fig7_main),
-    "fig8": ("a video's frames and their frame-level LSDO weights (paper Fig. 8)", fig8_main),
-}
+    "inverse-attention": Subcommand(
+        "the inverse-attention encoder on one frame (paper Table 2)", VizOptions, inverse_attention,
+        (__doc__ or "").split("\n\n", 1)[1],
+    ),
+    "fig5": Subcommand(
+        "theta and lambda over training, runs overlaid (paper Fig. 5)", Fig5Options, fig5_cmd,
+        "Paper Fig. 5: theta (a) and lambda (b) against the training iteration, several runs overlaid.",
+    ),
+    "fig7": Subcommand(
+        "the image encoder's last-layer attention map per checkpoint (paper Fig. 7)", Fig7Options, fig7_cmd,
+        "Paper Fig. 7: one frame, then each checkpoint's last-layer attention map over it (blue low, red high).",
+    ),
+    "fig8": Subcommand(
+        "a video's frames and their frame-level LSDO weights (paper Fig. 8)", Fig8Options, fig8_cmd,
+        "Paper Fig. 8: a video's test-time frames, each with its frame-level LSDO attention weight.",
+    ),
+}  # fmt: skip
 
 
 def viz_main(argv: Sequence[str] | None = None) -> int:
