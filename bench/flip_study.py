@@ -10,13 +10,16 @@
    resized crop as the authors) with ``dataset.flip`` = ``none``, ``plain`` (the authors': the clip is
    mirrored, the caption is not) and ``caption_aware`` (left and right swapped with the mirror, doubtful
    captions not flipped), ``seeds`` seeds each, in ``<dir>/runs/<mode>_seed<k>``.
-3. **Report**: ``lsdo-report`` of the runs (reference: ``dataset.flip=plain``, the authors'), written to
-   ``<dir>/report.md`` / ``.csv`` (``docs=PATH`` also copies it there) and printed.
+3. **Report**: ``lsdo-report`` of the runs (reference: ``dataset.flip=plain``, the authors'), then the side
+   accuracy (own video vs its mirror twin; 50% = blind to left and right) per run with its paired difference
+   to ``plain``, written to ``<dir>/report.md`` / ``.csv`` and ``<dir>/flip_study.png`` and printed
+   (``docs=docs/flip_study`` also copies them to docs/flip_study.md / .csv and docs/figures/flip_study.png).
 
 Killed at any point, the same command continues (finished runs skipped, an interrupted one resumed).
 """
 
 # No ``from __future__ import annotations``: tests may load this file without registering it in sys.modules.
+import json
 import shutil
 import sys
 from collections.abc import Sequence
@@ -50,9 +53,13 @@ def export(data: Path, per_combo: int) -> None:
     command([*args, f"train_videos_per_combo={per_combo}"], data.parent / "export.log")
 
 
-def side_accuracy(run_dir: Path, data: Path) -> float:
-    """How often a test caption scores its own video above the same video on the other side (its mirror twin,
-    ``synth_test_<i>_0`` left vs ``_1`` right): 50% is a model blind to left and right. Percent."""
+def side_wins(run_dir: Path, data: Path) -> list[float]:
+    """Per test caption, 100 if it scores its own video above the same video on the other side (its mirror twin,
+    ``synth_test_<i>_0`` left vs ``_1`` right), else 0: the mean is the side accuracy, 50 for a model blind to
+    left and right. Cached in ``<run_dir>/side_accuracy.json``."""
+    cache = run_dir / "side_accuracy.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())["wins"]
     import torch
 
     from lsdo.checkpoint import load_model
@@ -72,13 +79,66 @@ def side_accuracy(run_dir: Path, data: Path) -> float:
         )  # [V, n, 3, H, W]
         sims = model.similarity(
             model.encode_text(model.tokenize([r.caption for r in records])), model.encode_video(frames)
-        )
+        )  # [T, V]
     column = {v: i for i, v in enumerate(ids)}
     wins = []
     for t, r in enumerate(records):
         twin = r.video_id[:-1] + ("1" if r.video_id.endswith("0") else "0")
-        wins.append(float(sims[t, column[r.video_id]] > sims[t, column[twin]]))
-    return 100.0 * sum(wins) / len(wins)
+        wins.append(100.0 * float(sims[t, column[r.video_id]] > sims[t, column[twin]]))
+    cache.write_text(json.dumps({"checkpoint": ckpt.name, "wins": wins}))
+    return wins
+
+
+def side_table(
+    wins: dict[tuple[str, int], list[float]], modes: list[str], seeds: list[int], boot: int = 10_000
+) -> list[str]:
+    """The side-accuracy table (Markdown lines): per seed, mean ± sample std over seeds, and each mode minus
+    ``plain`` paired by seed and caption with a 95% bootstrap interval (seeds, then captions, resampled)."""
+    import numpy as np
+
+    from lsdo.stats import paired_bootstrap
+
+    ref = "plain" if "plain" in modes else None
+    head = "| dataset.flip | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |"
+    lines = [head + (" Δ vs plain [95% CI] |" if ref else ""), "|---|" + "---|" * (len(seeds) + 1 + bool(ref))]
+    for m in modes:
+        per_seed = np.array([wins[(m, s)] for s in seeds])  # [S, Q]
+        vals = per_seed.mean(axis=1)  # [S]
+        std = f"{vals.std(ddof=1):.1f}" if len(vals) > 1 else "-"
+        row = f"| {m} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {vals.mean():.1f} ± {std} |"
+        if ref and m == ref:
+            row += " - |"
+        elif ref:
+            d, lo, hi = paired_bootstrap(per_seed, np.array([wins[(ref, s)] for s in seeds]), boot)
+            row += f" {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |"
+        lines.append(row)
+    return lines
+
+
+def plot(
+    results: dict[tuple[str, int], dict[str, float]], modes: list[str], seeds: list[int], epochs: int, out: Path
+) -> Path:
+    """Two panels, one dot per seed and the mean as a bar: test t2v R@1 and side accuracy per flip mode."""
+    from lsdo.plots import pyplot, save
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    panels = [("t2v/R1", "test t2v R@1 (%)", 100 / 120, "chance (1/120)"), ("side", "side accuracy (%)", 50, "blind")]
+    for ax, (key, title, line, line_label) in zip(axes, panels, strict=True):
+        for i, m in enumerate(modes):
+            vals = [results[(m, s)][key] for s in seeds]
+            ax.bar(i, sum(vals) / len(vals), color=("tab:grey", "tab:orange", "tab:blue")[i % 3], alpha=0.5)
+            ax.scatter([i] * len(vals), vals, color="black", s=14, zorder=3)
+        ax.axhline(line, color="red", ls="--", lw=1, label=line_label)
+        ax.set_xticks(range(len(modes)), [f"flip={m}" for m in modes])
+        ax.set_title(title)
+        ax.set_ylim(0, 100 if key == "side" else None)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(
+        f"flip benchmark, {epochs} epochs, seeds {', '.join(map(str, seeds))} (dots: seeds; bars: mean)", y=1.02
+    )
+    return save(fig, out)
 
 
 def run(args: FlipStudyArgs) -> int:
@@ -100,17 +160,12 @@ def run(args: FlipStudyArgs) -> int:
     reference = "reference=dataset.flip=plain" if "plain" in args.modes else "reference=null"
     report = [sys.executable, "-m", "lsdo.cli.report", str(root / "runs"), f"out={out}", "paper=none"]
     command([*report, reference, f"title={title}"], root / "report.log")
-    accuracy = {f"{m}_seed{s}": side_accuracy(root / "runs" / f"{m}_seed{s}", data) for s in seeds for m in args.modes}
-    lines = ["", "## Side accuracy", "",
-             "How often a test caption scores its own video above the same combination on the other side",
-             "(50%: blind to left and right); per seed and mean ± sample std.", "",
-             "| dataset.flip | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |",
-             "|---|" + "---|" * (len(seeds) + 1)]  # fmt: skip
-    for m in args.modes:
-        vals = [accuracy[f"{m}_seed{s}"] for s in seeds]
-        mean = sum(vals) / len(vals)
-        std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else float("nan")
-        lines.append(f"| {m} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {mean:.1f} ± {std:.1f} |")
+    runs = {(m, s): root / "runs" / f"{m}_seed{s}" for s in seeds for m in args.modes}
+    wins = {key: side_wins(path, data) for key, path in runs.items()}
+    results = {
+        key: {**json.loads((path / "metrics.json").read_text())["test"], "side": sum(wins[key]) / len(wins[key])}
+        for key, path in runs.items()
+    }
     import os
     import platform
     import time
@@ -120,17 +175,26 @@ def run(args: FlipStudyArgs) -> int:
     from lsdo.config import compose
 
     epochs = args.epochs or int(compose(["experiment=flip_study"]).trainer.max_epochs)
-    lines += ["", f"Made by `python bench/flip_study.py` on {time.strftime('%Y-%m-%d')}: {platform.machine()}, "
-              f"{os.cpu_count()} CPU cores, torch {torch.__version__}; {epochs} epochs per run, 120 test videos "
-              "(60 combinations x 2 sides). Synthetic-scale numbers."]  # fmt: skip
+    figure = plot(results, args.modes, seeds, epochs, root / "flip_study.png")
+    lines = ["", "## Side accuracy", "",
+             "How often a test caption scores its own video above the same combination on the other side",
+             "(50%: blind to left and right); per seed, mean ± sample std, and the difference to `plain` paired",
+             "by seed and caption.", "", *side_table(wins, args.modes, seeds), "",
+             f"![R@1 and side accuracy per flip mode]({figure.name})",
+             "", f"Made by `python bench/flip_study.py` on {time.strftime('%Y-%m-%d')}: {platform.machine()}, "
+             f"{os.cpu_count()} CPU cores, torch {torch.__version__}; {epochs} epochs per run, 120 test videos "
+             "(60 combinations x 2 sides). Synthetic-scale numbers."]  # fmt: skip
     with out.with_suffix(".md").open("a") as fh:
         fh.write("\n".join(lines) + "\n")
     print(out.with_suffix(".md").read_text())
     if args.docs:
         docs = Path(args.docs) if Path(args.docs).is_absolute() else ROOT / args.docs
         docs.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".md", ".csv"):
-            shutil.copyfile(out.with_suffix(suffix), docs.with_name(docs.name + suffix))
+        (docs.parent / "figures").mkdir(exist_ok=True)
+        shutil.copyfile(figure, docs.parent / "figures" / f"{docs.name}.png")
+        shutil.copyfile(out.with_suffix(".csv"), docs.with_name(docs.name + ".csv"))
+        text = out.with_suffix(".md").read_text().replace(f"]({figure.name})", f"](figures/{docs.name}.png)")
+        docs.with_name(docs.name + ".md").write_text(text)
     return 0
 
 

@@ -122,6 +122,23 @@ def random_xpool_model(seed: int, *overrides: str):
     return randomise_xpool(build_model(compose([*INDEX_TINY, *overrides])).eval(), seed=seed)
 
 
+def bench_module(name: str):
+    """``bench/<name>.py`` as a module, as ``python bench/<name>.py`` runs it (bench/ on sys.path for its shared
+    ``study_runs``; registered in sys.modules, as its dataclasses need); loaded once per session."""
+    import importlib.util
+
+    key = f"_bench_{name}"
+    if key not in sys.modules:
+        if str(ROOT / "bench") not in sys.path:
+            sys.path.insert(0, str(ROOT / "bench"))
+        spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

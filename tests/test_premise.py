@@ -3,14 +3,13 @@ the study's statistics."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import bench_module
 from omegaconf import open_dict
 
 from lsdo.checkpoint import init_encoder_from, load_checkpoint, model_state
@@ -22,15 +21,6 @@ from lsdo.premise import heatmap_peaks, linear_probe, majority_rate, probe_frame
 from lsdo.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _study_module():
-    if str(ROOT / "bench") not in sys.path:  # as `python bench/premise_study.py` has it: bench/study_runs.py
-        sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("premise_study", ROOT / "bench" / "premise_study.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ---------------------------------------------------------------------- salient captions
@@ -180,7 +170,7 @@ def test_probe_frames_keep_only_frames_showing_the_small_object() -> None:
 
 
 def test_paired_bootstrap_interval() -> None:
-    study = _study_module()
+    study = bench_module("premise_study")
     rng = np.random.default_rng(1)
     a = 100.0 * (rng.random((3, 60)) < 0.5)
     mean, lo, hi = study.paired_bootstrap(a, a, 2000)
@@ -193,7 +183,7 @@ def test_paired_bootstrap_interval() -> None:
 
 
 def test_study_configurations_and_summary(tmp_path: Path) -> None:
-    study = _study_module()
+    study = bench_module("premise_study")
     rows = study.configs(list(study.VARIANTS), list(study.ATTENTIONS))
     assert rows[0] == ("baseline", "bounded") and len(rows) == 7
     results = []

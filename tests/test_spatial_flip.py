@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from conftest import bench_module
 
 import lsdo.data.video_datamodule as vdm
 from lsdo.cli.prepare import prepare_main
@@ -386,3 +387,30 @@ def test_prepare_spatial_on_a_tiny_folder(tmp_path: Path, capsys: pytest.Capture
     assert prepare_main(["spatial", "dataset=msrvtt", f"root={tmp_path / 'absent'}"]) == 2
     assert prepare_main(["spatial", "dataset=youtube", f"root={tmp_path}"]) == 2
     assert "dataset" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the flip study's side accuracy
+def test_flip_study_side_table_against_hand_computed_values() -> None:
+    """bench/flip_study.py's side-accuracy table: per-seed means, sample std, and the paired difference to plain
+    with the bootstrap interval of lsdo.stats.paired_bootstrap on the same (seed, caption) pairs."""
+    import numpy as np
+
+    from lsdo.stats import paired_bootstrap
+
+    study = bench_module("flip_study")
+    wins = {
+        ("none", 0): [100, 100, 100, 0], ("none", 1): [100, 0, 100, 0],  # 75, 50
+        ("plain", 0): [0, 100, 0, 100], ("plain", 1): [100, 0, 0, 0],  # 50, 25
+    }  # fmt: skip
+    lines = study.side_table(wins, ["none", "plain"], [0, 1], boot=2000)
+    assert lines[0] == "| dataset.flip | seed 0 | seed 1 | mean ± std | Δ vs plain [95% CI] |"
+    d, lo, hi = paired_bootstrap(
+        np.array([wins[("none", 0)], wins[("none", 1)]], float),
+        np.array([wins[("plain", 0)], wins[("plain", 1)]], float),
+        2000,
+    )
+    assert d == pytest.approx(25.0) and lo <= 25.0 <= hi
+    assert lines[2] == f"| none | 75.0 | 50.0 | 62.5 ± 17.7 | +25.0 [{lo:+.1f}, {hi:+.1f}] |"
+    assert lines[3] == "| plain | 50.0 | 25.0 | 37.5 ± 17.7 | - |"
+    # Without plain in the study there is no difference column.
+    assert study.side_table(wins, ["none"], [0, 1])[0] == "| dataset.flip | seed 0 | seed 1 | mean ± std |"

@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, run_cli
+from conftest import ROOT, bench_module, run_cli
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
@@ -30,18 +28,6 @@ from lsdo.model.encoder import create_clip
 from lsdo.retrieval.metrics import t2v_metrics, v2t_metrics
 
 TINY32 = ["model=tiny", "model.clip_cfg.vision_cfg.image_size=32"]
-
-
-def _bench(name: str):
-    """A bench/ script as a module (registered in sys.modules, as its dataclasses need)."""
-    key = f"_bench_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, ROOT / "bench" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
 
 
 @pytest.fixture(scope="module")
@@ -414,7 +400,7 @@ FORMER_DEFAULTS = {"num_frames": 16, "size": 64, "small_visible_frac": 0.6, "dis
 
 @pytest.mark.parametrize("args", [FORMER_DEFAULTS, RENDER_ARGS])  # render()'s former defaults, the dataset config
 def test_small_object_track_is_pixel_exact(args: dict) -> None:
-    bench = _bench("inverse_attention_synthetic")
+    bench = bench_module("inverse_attention_synthetic")
     videos = synthetic.make_split("test", 0, 20, 60, 1)[:12]
     hidden = 0
     for v in videos:
@@ -436,7 +422,7 @@ def test_small_object_track_is_pixel_exact(args: dict) -> None:
 
 
 def test_coverage_and_random_boxes() -> None:
-    bench = _bench("inverse_attention_synthetic")
+    bench = bench_module("inverse_attention_synthetic")
     pixels = np.zeros((10, 12), bool)
     pixels[2:4, 3:7] = True  # 8 pixels
     boxes = np.array([[0, 0, 5, 10], [5, 0, 12, 3]])
@@ -451,7 +437,7 @@ def test_coverage_and_random_boxes() -> None:
 
 @pytest.mark.timeout(300)
 def test_synthetic_bench_runs_on_a_checkpoint(tmp_path: Path, capsys) -> None:
-    bench = _bench("inverse_attention_synthetic")
+    bench = bench_module("inverse_attention_synthetic")
     out = tmp_path / "res.json"
     assert bench.main([f"ckpt={_fake_checkpoint(tmp_path)}", "ks=2", "draws=2", f"out={out}"]) == 0
     printed = capsys.readouterr().out
@@ -461,7 +447,7 @@ def test_synthetic_bench_runs_on_a_checkpoint(tmp_path: Path, capsys) -> None:
 
 
 def test_synthetic_bench_renderings_and_argument_errors(tmp_path: Path, capsys) -> None:
-    bench = _bench("inverse_attention_synthetic")
+    bench = bench_module("inverse_attention_synthetic")
     dcfg = {"seed": 0, "val_combos": 20, "test_combos": 60, "train_videos_per_combo": 1, "clip_len": 6,
             "num_frames": 3, "small_visible_frac": 0.8, "distractors": 2, "small_radius": 0.1}  # fmt: skip
     v0, c0, t0 = bench.test_split(dcfg, 32)
