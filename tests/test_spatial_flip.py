@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
-from conftest import bench_module
+from conftest import TINY_OVERRIDES, bench_module
 
 import lsdo.data.video_datamodule as vdm
 from lsdo.cli.prepare import prepare_main
@@ -414,3 +416,27 @@ def test_flip_study_side_table_against_hand_computed_values() -> None:
     assert lines[3] == "| plain | 50.0 | 25.0 | 37.5 ± 17.7 | - |"
     # Without plain in the study there is no difference column.
     assert study.side_table(wins, ["none"], [0, 1])[0] == "| dataset.flip | seed 0 | seed 1 | mean ± std |"
+
+
+@pytest.mark.slow
+def test_flip_study_runs_end_to_end_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``bench/flip_study.py`` at toy size: export, 2 modes x 2 seeds of the tiny ViT, lsdo-report's table, the
+    side accuracy (one value per test caption and run: 120), the figure; run again, it trains nothing."""
+    study = bench_module("flip_study")
+    tiny = [o for o in TINY_OVERRIDES if o.startswith("model")] + ["dataset.num_frames=4", "dataset.batch_size=16"]
+    args = [f"dir={tmp_path}", "seeds=2", "epochs=1", "modes=plain,caption_aware", "train_videos_per_combo=1"]
+    assert study.main([*args, "extra=" + ",".join(tiny)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| dataset.flip=caption_aware | 2 |" in report and "| dataset.flip=plain **ref** | 2 |" in report
+    assert "## Side accuracy" in report and "| caption_aware | " in report and "![R@1 and side accuracy" in report
+    assert (tmp_path / "flip_study.png").stat().st_size > 10_000
+    metrics = sorted((tmp_path / "runs").glob("*/metrics.json"))
+    assert len(metrics) == 4
+    for path in metrics:
+        wins = json.loads((path.parent / "side_accuracy.json").read_text())["wins"]
+        assert len(wins) == 120 and set(wins) <= {0.0, 100.0}
+    stamps = [p.stat().st_mtime_ns for p in metrics]
+    capsys.readouterr()
+    assert study.main([*args, "extra=" + ",".join(tiny)]) == 0
+    assert "$ " + sys.executable + " train.py" not in capsys.readouterr().out  # nothing trained again
+    assert [p.stat().st_mtime_ns for p in metrics] == stamps
