@@ -93,24 +93,26 @@ def side_table(
     wins: dict[tuple[str, int], list[float]], modes: list[str], seeds: list[int], boot: int = 10_000
 ) -> list[str]:
     """The side-accuracy table (Markdown lines): per seed, mean ± sample std over seeds, and each mode minus
-    ``plain`` paired by seed and caption with a 95% bootstrap interval (seeds, then captions, resampled)."""
+    ``plain`` and minus ``none`` (those in the study), paired by seed and caption, with a 95% bootstrap
+    interval (seeds, then captions, resampled)."""
     import numpy as np
 
     from lsdo.stats import paired_bootstrap
 
-    ref = "plain" if "plain" in modes else None
-    head = "| dataset.flip | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |"
-    lines = [head + (" Δ vs plain [95% CI] |" if ref else ""), "|---|" + "---|" * (len(seeds) + 1 + bool(ref))]
+    refs = [m for m in ("plain", "none") if m in modes]
+    lines = [
+        "| dataset.flip | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std |"
+        + "".join(f" Δ vs {r} [95% CI] |" for r in refs),
+        "|---|" + "---|" * (len(seeds) + 1 + len(refs)),
+    ]  # fmt: skip
+    per_seed = {m: np.array([wins[(m, s)] for s in seeds], dtype=float) for m in modes}  # [S, Q] each
     for m in modes:
-        per_seed = np.array([wins[(m, s)] for s in seeds])  # [S, Q]
-        vals = per_seed.mean(axis=1)  # [S]
+        vals = per_seed[m].mean(axis=1)  # [S]
         std = f"{vals.std(ddof=1):.1f}" if len(vals) > 1 else "-"
         row = f"| {m} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {vals.mean():.1f} ± {std} |"
-        if ref and m == ref:
-            row += " - |"
-        elif ref:
-            d, lo, hi = paired_bootstrap(per_seed, np.array([wins[(ref, s)] for s in seeds]), boot)
-            row += f" {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |"
+        for r in refs:
+            d, lo, hi = paired_bootstrap(per_seed[m], per_seed[r], boot) if r != m else (0.0, 0.0, 0.0)
+            row += " - |" if r == m else f" {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |"
         lines.append(row)
     return lines
 
@@ -132,9 +134,9 @@ def plot(
         ax.axhline(line, color="red", ls="--", lw=1, label=line_label)
         ax.set_xticks(range(len(modes)), [f"flip={m}" for m in modes])
         ax.set_title(title)
-        ax.set_ylim(0, 100 if key == "side" else None)
+        ax.set_ylim(0, 105 if key == "side" else None)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(
         f"flip benchmark, {epochs} epochs, seeds {', '.join(map(str, seeds))} (dots: seeds; bars: mean)", y=1.02
     )
@@ -158,8 +160,14 @@ def run(args: FlipStudyArgs) -> int:
     out = root / "report"
     title = "The flip study: dataset.flip on the flip benchmark (synthetic, spatial captions)"
     reference = "reference=dataset.flip=plain" if "plain" in args.modes else "reference=null"
-    report = [sys.executable, "-m", "lsdo.cli.report", str(root / "runs"), f"out={out}", "paper=none"]
-    command([*report, reference, f"title={title}"], root / "report.log")
+    report = [sys.executable, "-m", "lsdo.cli.report", str(root / "runs"), "paper=none", f"title={title}"]
+    command([*report, f"out={out}", reference], root / "report.log")
+    against_none = []
+    if "none" in args.modes and len(args.modes) > 1:  # the same runs against no flip at all
+        command([*report, f"out={root / 'report_vs_none'}", "reference=dataset.flip=none"], root / "report.log")
+        table = [line for line in (root / "report_vs_none.md").read_text().splitlines() if line.startswith("|")]
+        against_none = ["", "## Against no flip", "", "The same runs with `dataset.flip=none` as the reference:", "",
+                        *table]  # fmt: skip
     runs = {(m, s): root / "runs" / f"{m}_seed{s}" for s in seeds for m in args.modes}
     wins = {key: side_wins(path, data) for key, path in runs.items()}
     results = {
@@ -176,10 +184,10 @@ def run(args: FlipStudyArgs) -> int:
 
     epochs = args.epochs or int(compose(["experiment=flip_study"]).trainer.max_epochs)
     figure = plot(results, args.modes, seeds, epochs, root / "flip_study.png")
-    lines = ["", "## Side accuracy", "",
+    lines = [*against_none, "", "## Side accuracy", "",
              "How often a test caption scores its own video above the same combination on the other side",
-             "(50%: blind to left and right); per seed, mean ± sample std, and the difference to `plain` paired",
-             "by seed and caption.", "", *side_table(wins, args.modes, seeds), "",
+             "(50%: blind to left and right); per seed, mean ± sample std, and the differences to `plain` and to",
+             "`none`, paired by seed and caption.", "", *side_table(wins, args.modes, seeds), "",
              f"![R@1 and side accuracy per flip mode]({figure.name})",
              "", f"Made by `python bench/flip_study.py` on {time.strftime('%Y-%m-%d')}: {platform.machine()}, "
              f"{os.cpu_count()} CPU cores, torch {torch.__version__}; {epochs} epochs per run, 120 test videos "

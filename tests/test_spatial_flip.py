@@ -405,17 +405,17 @@ def test_flip_study_side_table_against_hand_computed_values() -> None:
         ("plain", 0): [0, 100, 0, 100], ("plain", 1): [100, 0, 0, 0],  # 50, 25
     }  # fmt: skip
     lines = study.side_table(wins, ["none", "plain"], [0, 1], boot=2000)
-    assert lines[0] == "| dataset.flip | seed 0 | seed 1 | mean ± std | Δ vs plain [95% CI] |"
-    d, lo, hi = paired_bootstrap(
-        np.array([wins[("none", 0)], wins[("none", 1)]], float),
-        np.array([wins[("plain", 0)], wins[("plain", 1)]], float),
-        2000,
-    )
+    assert lines[0] == "| dataset.flip | seed 0 | seed 1 | mean ± std | Δ vs plain [95% CI] | Δ vs none [95% CI] |"
+    a, b = (np.array([wins[(m, 0)], wins[(m, 1)]], float) for m in ("none", "plain"))
+    d, lo, hi = paired_bootstrap(a, b, 2000)
     assert d == pytest.approx(25.0) and lo <= 25.0 <= hi
-    assert lines[2] == f"| none | 75.0 | 50.0 | 62.5 ± 17.7 | +25.0 [{lo:+.1f}, {hi:+.1f}] |"
-    assert lines[3] == "| plain | 50.0 | 25.0 | 37.5 ± 17.7 | - |"
-    # Without plain in the study there is no difference column.
-    assert study.side_table(wins, ["none"], [0, 1])[0] == "| dataset.flip | seed 0 | seed 1 | mean ± std |"
+    d2, lo2, hi2 = paired_bootstrap(b, a, 2000)
+    assert d2 == pytest.approx(-25.0) and lo2 <= -25.0 <= hi2
+    assert lines[2] == f"| none | 75.0 | 50.0 | 62.5 ± 17.7 | +25.0 [{lo:+.1f}, {hi:+.1f}] | - |"
+    assert lines[3] == f"| plain | 50.0 | 25.0 | 37.5 ± 17.7 | - | -25.0 [{lo2:+.1f}, {hi2:+.1f}] |"
+    # With neither reference in the study there is no difference column.
+    only = {("caption_aware", s): v for (m, s), v in wins.items() if m == "none"}
+    assert study.side_table(only, ["caption_aware"], [0, 1])[0] == "| dataset.flip | seed 0 | seed 1 | mean ± std |"
 
 
 @pytest.mark.slow
@@ -428,7 +428,12 @@ def test_flip_study_runs_end_to_end_and_resumes(tmp_path: Path, capsys: pytest.C
     assert study.main([*args, "extra=" + ",".join(tiny)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| dataset.flip=caption_aware | 2 |" in report and "| dataset.flip=plain **ref** | 2 |" in report
-    assert "## Side accuracy" in report and "| caption_aware | " in report and "![R@1 and side accuracy" in report
+    assert (
+        "## Side accuracy" in report
+        and "| caption_aware | " in report
+        and "## Against no flip" not in report
+        and "![R@1 and side accuracy" in report
+    )
     assert (tmp_path / "flip_study.png").stat().st_size > 10_000
     metrics = sorted((tmp_path / "runs").glob("*/metrics.json"))
     assert len(metrics) == 4
