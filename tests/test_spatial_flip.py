@@ -445,3 +445,24 @@ def test_flip_study_runs_end_to_end_and_resumes(tmp_path: Path, capsys: pytest.C
     assert study.main([*args, "extra=" + ",".join(tiny)]) == 0
     assert "$ " + sys.executable + " train.py" not in capsys.readouterr().out  # nothing trained again
     assert [p.stat().st_mtime_ns for p in metrics] == stamps
+
+
+def test_crop_keep_bench_measures_the_max_cut_guarantee() -> None:
+    """bench/crop_keep.py: an object 2-3 px from the corner of a 20 px frame is always whole under
+    crop_max_cut=0.1 (at most 2 px cut from any side) and often cut by the authors' crop; augment=false keeps
+    the whole frame."""
+    import numpy as np
+
+    bench = bench_module("crop_keep")
+    mask = np.zeros((2, 20, 20), dtype=bool)
+    mask[:, 2:4, 2:4] = True  # [T, H, W]
+    assert bench.kept_fraction(mask, (0, 0, 20, 20)) == 1.0
+    assert bench.kept_fraction(mask, (3, 3, 17, 17)) == 0.25  # one pixel of four per frame
+    assert bench.kept_fraction(mask, (10, 10, 10, 10)) == 0.0
+    settings = [("authors", {}), ("cut", {"crop_max_cut": 0.1}), ("off", {"augment": False})]
+    r = bench.measure([mask] * 4, settings, draws=50, seed=0)
+    assert r["cut"]["kept"] == 100.0 and r["cut"]["cut_out"] == 0.0
+    assert r["authors"]["kept"] < 90.0 and r["authors"]["cut_out"] > 10.0
+    assert r["off"] == {"kept": 100.0, "cut_out": 0.0, "area": 100.0, "whole": 100.0}
+    lines = bench.table(r)
+    assert lines[2].startswith("| authors | ") and "| 1.00x |" in lines[2] and "| 0.00x |" in lines[3]
