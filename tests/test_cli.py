@@ -127,28 +127,25 @@ def test_a_misspelt_key_is_one_line_and_exit_2(name: str) -> None:
 
 def _tools() -> dict[str, dict[str | None, type]]:
     """Console script -> {subcommand (None: none) -> its typed options}."""
+    from lsdo.cli import index, prepare, viz
     from lsdo.cli.build_bank import BuildBankArgs
-    from lsdo.cli.index import InfoArgs, VerifyArgs
     from lsdo.cli.premise import PremiseArgs
     from lsdo.cli.search import SearchArgs
-    from lsdo.data.compress import CompressOptions
-    from lsdo.data.frame_cache import FrameCacheOptions
-    from lsdo.data.spatial import SpatialOptions
     from lsdo.data.synth_export import SynthOptions
     from lsdo.inverse_attention.denseset import DensesetOptions
-    from lsdo.inverse_attention.viz import VizOptions
-    from lsdo.paper_figures import Fig5Options, Fig7Options, Fig8Options
-    from lsdo.retrieval.build import BuildOptions
     from lsdo.sweep_report import ReportOptions
 
+    def table(module) -> dict[str | None, type]:  # a subcommand tool's own table (lsdo.cli.common.Subcommand)
+        return {name: c.options for name, c in module.COMMANDS.items()}
+
     return {
-        "lsdo-index": {"build": BuildOptions, "info": InfoArgs, "verify": VerifyArgs},
+        "lsdo-index": table(index),
         "lsdo-search": {None: SearchArgs},
         "lsdo-synth": {None: SynthOptions},
-        "lsdo-prepare": {"compress": CompressOptions, "frames": FrameCacheOptions, "spatial": SpatialOptions},
+        "lsdo-prepare": table(prepare),
         "lsdo-build-bank": {None: BuildBankArgs},
         "lsdo-build-denseset": {None: DensesetOptions},
-        "lsdo-viz": {"inverse-attention": VizOptions, "fig5": Fig5Options, "fig7": Fig7Options, "fig8": Fig8Options},
+        "lsdo-viz": table(viz),
         "lsdo-premise": {None: PremiseArgs},
         "lsdo-report": {None: ReportOptions},
     }
