@@ -38,7 +38,7 @@ from lsdo.reporting import format_metrics_table
 from lsdo.retrieval import canonical_mode
 from lsdo.retrieval.qbnorm import LABEL as QB_NORM_LABEL
 from lsdo.retrieval.qbnorm import check_options as check_qb_norm
-from lsdo.runtime import check_accelerator
+from lsdo.runtime import check_accelerator, owned_process_group
 from lsdo.train import compile_requested, query_ranks, run_directory, trainer_options
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,13 @@ def protocol_label(inference: Any) -> str:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt`` as configured; returns the metrics. Under DDP the process group the trainer
+    made is destroyed at the end (:func:`lsdo.runtime.owned_process_group`)."""
+    with owned_process_group():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     from lsdo.plots import plot_retrieval
 
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.get("ckpt"):

@@ -9,6 +9,8 @@ machine without one before any work starts. Each error names the key the user se
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -62,3 +64,17 @@ def check_accelerator(accelerator: str, key: str = "trainer.accelerator") -> Non
     """Refuse a GPU accelerator on a machine without CUDA (before any directory or data is made)."""
     if str(accelerator) == "gpu" and not torch.cuda.is_available():
         raise LSDOUserError(f"{key}=gpu but no CUDA GPU is available on this machine; run with trainer=cpu")
+
+
+@contextmanager
+def owned_process_group() -> Iterator[None]:
+    """Destroy the default process group at the end of a block that created it (Lightning's DDP strategy
+    creates one and never destroys it; without this a gloo rank can abort at interpreter exit with
+    "terminate called without an active exception", exit -6). Only when the block succeeds: destroying it
+    while another rank may still wait in a collective can hang that rank."""
+    import torch.distributed as dist
+
+    owned = dist.is_available() and not dist.is_initialized()
+    yield
+    if owned and dist.is_initialized():
+        dist.destroy_process_group()

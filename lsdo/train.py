@@ -26,7 +26,7 @@ from lsdo.model.encoder import image_size_of
 from lsdo.plots import plot_training_curves
 from lsdo.reporting import format_metrics_table
 from lsdo.retrieval.metrics import t2v_ranks, v2t_ranks
-from lsdo.runtime import check_accelerator, output_dir_of
+from lsdo.runtime import check_accelerator, output_dir_of, owned_process_group
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,13 @@ def _fit_kwargs() -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train (and test) as configured; returns the final metrics."""
+    """Train (and test) as configured; returns the final metrics. Under DDP the process group the trainer
+    made is destroyed at the end (:func:`lsdo.runtime.owned_process_group`)."""
+    with owned_process_group():
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     trainer_options(cfg)  # a misspelt trainer key fails here, before any directory or data
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -273,6 +273,8 @@ def _train_worker(rank: int, world: int, out: Path, overrides: list[str]) -> Non
     from lsdo.train import run
 
     results = run(compose(overrides))
+    # The trainer's process group is gone (left alive, a gloo rank could abort at exit: exit code -6).
+    assert not torch.distributed.is_initialized(), "lsdo.train.run left its process group alive"
     (out / f"result_rank{rank}.json").write_text(json.dumps(results))
 
 
@@ -287,6 +289,7 @@ def _eval_worker(rank: int, world: int, out: Path, overrides: list[str]) -> None
 
     lsdo.evaluate.query_ranks = keep_scores
     metrics = lsdo.evaluate.run(compose(overrides, config_name="eval"))
+    assert not torch.distributed.is_initialized(), "lsdo.evaluate.run left its process group alive"
     (out / f"eval_rank{rank}.json").write_text(json.dumps(metrics))
 
 
