@@ -1,7 +1,7 @@
 """The flip study (issue 17): plain vs caption-aware vs no flip on the flip benchmark. Resumable.
 
     python bench/flip_study.py                          # = make flip-study
-    python bench/flip_study.py dir=logs/flip_study seeds=3 epochs=20
+    python bench/flip_study.py dir=logs/flip_study seeds=5 epochs=20  # seeds 0-4; runs already done are kept
 
 1. **Data**: the synthetic benchmark with spatial captions (``lsdo-synth spatial_captions=true``: the large
    object keeps to the left or the right half and every caption says which; each test combination appears
@@ -10,10 +10,11 @@
    resized crop as the authors) with ``dataset.flip`` = ``none``, ``plain`` (the authors': the clip is
    mirrored, the caption is not) and ``caption_aware`` (left and right swapped with the mirror, doubtful
    captions not flipped), ``seeds`` seeds each, in ``<dir>/runs/<mode>_seed<k>``.
-3. **Report**: ``lsdo-report`` of the runs (reference: ``dataset.flip=plain``, the authors'), then the side
-   accuracy (own video vs its mirror twin; 50% = blind to left and right) per run with its paired difference
-   to ``plain``, written to ``<dir>/report.md`` / ``.csv`` and ``<dir>/flip_study.png`` and printed
-   (``docs=docs/flip_study`` also copies them to docs/flip_study.md / .csv and docs/figures/flip_study.png).
+3. **Report**: ``lsdo-report`` of the runs (reference: ``dataset.flip=plain``, the authors'; again against
+   ``none``), then the side accuracy (own video vs its mirror twin; 50% = blind to left and right) per run with
+   its paired differences to ``plain`` and ``none``, written to ``<dir>/report.md`` / ``.csv`` and
+   ``<dir>/flip_study.png`` and printed (``docs=docs/flip_study`` also copies them to docs/flip_study.md /
+   .csv and docs/figures/flip_study.png).
 
 Killed at any point, the same command continues (finished runs skipped, an interrupted one resumed).
 """
