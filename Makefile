@@ -31,7 +31,7 @@ study: $(STAMP)
 reproduce-synthetic: $(STAMP)
 	$(PY) bench/reproduce_synthetic.py
 
-## The flip study (issue 17): dataset.flip none / plain / caption_aware on the flip benchmark, 3 seeds, 60 epochs (9 runs, about an hour on 2 cores; resumable).
+## The flip study (issue 17): dataset.flip none / plain / caption_aware on the flip benchmark, 5 seeds, 60 epochs (15 runs, about 75 min on 2 cores; resumable).
 flip-study: $(STAMP)
 	$(PY) bench/flip_study.py docs=docs/flip_study
 

@@ -1,7 +1,7 @@
 """The flip study (issue 17): plain vs caption-aware vs no flip on the flip benchmark. Resumable.
 
     python bench/flip_study.py                          # = make flip-study
-    python bench/flip_study.py dir=logs/flip_study seeds=5 epochs=20  # seeds 0-4; runs already done are kept
+    python bench/flip_study.py dir=logs/flip_study seeds=8 epochs=20  # seeds 0-7; runs already done are kept
 
 1. **Data**: the synthetic benchmark with spatial captions (``lsdo-synth spatial_captions=true``: the large
    object keeps to the left or the right half and every caption says which; each test combination appears
@@ -38,7 +38,7 @@ MODES = ("none", "plain", "caption_aware")
 @dataclass
 class FlipStudyArgs:
     dir: str = option("where the data, runs and report live", "logs/flip_study")
-    seeds: int = option("training seeds per flip mode (3: seeds 0, 1, 2)", 3, minimum=1)
+    seeds: int = option("training seeds per flip mode (5: seeds 0-4)", 5, minimum=1)
     epochs: int | None = option("epochs per run (null: experiment=flip_study's trainer.max_epochs)", None, minimum=1)
     modes: list[str] = option(f"subset of {','.join(MODES)}", list(MODES))
     train_videos_per_combo: int = option("training videos per combination in the export", 2, minimum=1)

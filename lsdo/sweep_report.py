@@ -4,7 +4,8 @@ Every run directory under ``SWEEP_DIR`` (a Hydra multirun's job folders, or any 
 ``config.yaml`` / ``.hydra/config.yaml``) is read:
 
 * its **row**: ``ablation.name`` (``ablation=vii_4``: a row of Tables VI-XI), else the Tables I-V preset's
-  ``paper.row`` (``experiment=msrvtt9k_average``), else ``variant.name``;
+  ``paper.row`` (``experiment=msrvtt9k_average``), else the run's command-line overrides that differ between
+  runs, each with the value the run had (its resolved config), else ``variant.name``;
 * its **result**: ``metrics.json``'s ``test`` section and the per-query ranks of ``test_ranks.json``.
   A run directory without them is **failed**; a (row, seed) the sweep asked for with no directory at all
   is **missing**. Both are listed under the table, never dropped silently.
@@ -58,6 +59,8 @@ class Run:
     seed: int
     reference: bool
     paper: dict[str, dict[str, float]]  # dataset -> metric -> the paper's figure ("" = any dataset)
+    overrides: dict[str, str] = field(default_factory=dict)  # its row-making command-line overrides, key -> value
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # its resolved config
     test: dict[str, float] | None = None  # metrics.json's test section; None: failed
     ranks: list[int] | None = None  # t2v ranks per query
 
@@ -95,8 +98,11 @@ def _run_of(path: Path) -> Run:
         reference = False
     else:
         table, figures, reference = "-", {}, False
-        row = label = _varied(path) or variant  # shortened to what differs between runs: build_report
+        overrides = _varied(path)
+        row = label = " ".join(f"{k}={v}" for k, v in overrides.items()) or variant  # made whole: _effective_rows
     run = Run(path, table, row, label, int(cfg.get("seed", 0)), reference, figures)
+    if table == "-":
+        run.overrides, run.config = overrides, cfg
     metrics_file, ranks_file = path / "metrics.json", path / "test_ranks.json"
     if metrics_file.is_file() and ranks_file.is_file():
         try:
@@ -112,17 +118,49 @@ def _run_of(path: Path) -> Run:
 IGNORED_OVERRIDES = ("seed", "ckpt_path", "hydra.", "paths.")  # not what makes a row
 
 
-def _varied(path: Path) -> str:
-    """A run's own command-line overrides (Hydra's ``.hydra/overrides.yaml``) but its seed and paths: its row."""
+def _varied(path: Path) -> dict[str, str]:
+    """A run's own command-line overrides (Hydra's ``.hydra/overrides.yaml``) but its seed and paths, sorted:
+    key -> value as given."""
     file = path / ".hydra" / "overrides.yaml"
     if not file.is_file():
-        return ""
+        return {}
     try:
         overrides = yaml.safe_load(file.read_text()) or []
     except (OSError, yaml.YAMLError):
-        return ""
+        return {}
     keep = [str(o) for o in overrides if not str(o).lstrip("+~").startswith(IGNORED_OVERRIDES)]
-    return " ".join(sorted(keep))
+    return dict(sorted(o.split("=", 1) if "=" in o else (o, "") for o in keep))
+
+
+def _lookup(config: dict[str, Any], dotted: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key in a nested config."""
+    node: Any = config
+    for part in dotted.lstrip("+").split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _effective_rows(runs: list[Run]) -> None:
+    """Rows named by overrides give every overridden key the value the run had (its resolved config), so a
+    run that sets a key to its default and one that leaves it out share a row (``trainer.max_epochs=60``
+    given to some runs only). A key whose value is a config group (``variant=shared``) keeps the override
+    as given."""
+    keys = sorted({k for r in runs for k in r.overrides if not k.startswith("~")})
+    if not keys:
+        return
+    for r in runs:
+        tokens = []
+        for key in keys:
+            found, value = _lookup(r.config, key)
+            if found and (value is None or isinstance(value, (str, int, float, bool))):
+                text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+                tokens.append(f"{key.lstrip('+')}={text}")
+            elif key in r.overrides:
+                tokens.append(f"{key}={r.overrides[key]}")
+        tokens += [f"{k}" for k in r.overrides if k.startswith("~")]
+        r.row = r.label = " ".join(tokens) or r.row
 
 
 def find_runs(sweep: Path) -> list[Run]:
@@ -240,6 +278,7 @@ def build_report(
         paper = found.pop() if len(found) == 1 else "none"
     if paper not in (*PAPER_DATASETS, "none"):
         raise LSDOUserError(f"paper={paper}: expected auto, none or one of {', '.join(PAPER_DATASETS)}")
+    _effective_rows([r for r in runs if r.table == "-"])
     _shorten_rows([r for r in runs if r.table == "-"])
     failed = [r.path for r in runs if r.test is None]
     seen = {(r.table, r.row, r.seed) for r in runs}  # done or failed: either way not missing

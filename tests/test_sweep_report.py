@@ -157,3 +157,29 @@ def test_report_of_a_real_multirun(tmp_path: Path, capsys: pytest.CaptureFixture
     assert float(rows["xi_fc"]["R1_paper"]) == 46.2  # Table XI, MV-7K
     assert "- missing: `xi_bottleneck` seed 1 (Table XI)" in md
     assert "xi_inverted_bottleneck_seed0`: no metrics.json" in md
+
+
+def test_rows_follow_the_values_a_run_had_not_how_they_were_given(tmp_path: Path) -> None:
+    """A key given to some runs at its default value (``trainer.max_epochs=60``) and left out by others does not
+    split a row: rows are named by each overridden key's resolved value; a config group keeps the override."""
+    root = tmp_path / "sweep"
+    given = {  # run folder -> (its overrides, its dataset.flip)
+        "plain_seed0": (["experiment=flip_study", "dataset.flip=plain", "seed=0", "trainer.max_epochs=60"], "plain"),
+        "plain_seed1": (["experiment=flip_study", "dataset.flip=plain", "seed=1"], "plain"),
+        "none_seed0": (["experiment=flip_study", "dataset.flip=none", "seed=0", "trainer.max_epochs=60"], "none"),
+        "none_seed1": (["experiment=flip_study", "dataset.flip=none", "seed=1", "dataset.augment=true"], "none"),
+    }
+    for name, (overrides, flip) in given.items():
+        path = root / name
+        (path / ".hydra").mkdir(parents=True)
+        seed = int(name[-1])
+        cfg = {"seed": seed, "variant": {"name": "average"}, "trainer": {"max_epochs": 60},
+               "dataset": {"flip": flip, "augment": True}}  # fmt: skip
+        (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (path / "metrics.json").write_text(json.dumps({"test": {"t2v/R1": 50.0, "t2v/R5": 100.0, "t2v/MnR": 1.5}}))
+        (path / "test_ranks.json").write_text(json.dumps({"t2v": [1, 2], "v2t": [1, 2]}))
+    report = build_report(root, paper="none", reference="dataset.flip=plain")
+    rows = {r["row"]: r for r in report.tables["-"]}
+    assert set(rows) == {"dataset.flip=plain", "dataset.flip=none"}
+    assert all(r["seeds"] == [0, 1] for r in rows.values())
