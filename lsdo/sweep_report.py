@@ -99,7 +99,7 @@ def _run_of(path: Path) -> Run:
     else:
         table, figures, reference = "-", {}, False
         overrides = _varied(path)
-        row = label = " ".join(f"{k}={v}" for k, v in overrides.items()) or variant  # made whole: _effective_rows
+        row = label = variant  # named by its overrides' values in build_report (_effective_rows)
     run = Run(path, table, row, label, int(cfg.get("seed", 0)), reference, figures)
     if table == "-":
         run.overrides, run.config = overrides, cfg
@@ -132,34 +132,27 @@ def _varied(path: Path) -> dict[str, str]:
     return dict(sorted(o.split("=", 1) if "=" in o else (o, "") for o in keep))
 
 
-def _lookup(config: dict[str, Any], dotted: str) -> tuple[bool, Any]:
-    """(found, value) of a dotted key in a nested config."""
-    node: Any = config
-    for part in dotted.lstrip("+").split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
-
-
 def _effective_rows(runs: list[Run]) -> None:
     """Rows named by overrides give every overridden key the value the run had (its resolved config), so a
     run that sets a key to its default and one that leaves it out share a row (``trainer.max_epochs=60``
     given to some runs only). A key whose value is a config group (``variant=shared``) keeps the override
     as given."""
+    from omegaconf import OmegaConf
+
     keys = sorted({k for r in runs for k in r.overrides if not k.startswith("~")})
     if not keys:
         return
+    absent = object()
     for r in runs:
-        tokens = []
+        config, tokens = OmegaConf.create(r.config), []
         for key in keys:
-            found, value = _lookup(r.config, key)
-            if found and (value is None or isinstance(value, (str, int, float, bool))):
+            value = OmegaConf.select(config, key.lstrip("+"), default=absent)
+            if value is None or isinstance(value, (str, int, float, bool)):  # a leaf: the value the run had
                 text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
                 tokens.append(f"{key.lstrip('+')}={text}")
-            elif key in r.overrides:
+            elif key in r.overrides:  # a config group (or a key this run's config lacks): as given
                 tokens.append(f"{key}={r.overrides[key]}")
-        tokens += [f"{k}" for k in r.overrides if k.startswith("~")]
+        tokens += [k for k in r.overrides if k.startswith("~")]
         r.row = r.label = " ".join(tokens) or r.row
 
 
