@@ -16,7 +16,6 @@ side in one run, each setting with its ratio to the authors' crop:
 * **whole frame**: crops that are the whole frame.
 """
 
-# No ``from __future__ import annotations``: tests may load this file without registering it in sys.modules.
 import sys
 import time
 from collections.abc import Sequence

@@ -19,7 +19,6 @@
 Killed at any point, the same command continues (finished runs skipped, an interrupted one resumed).
 """
 
-# No ``from __future__ import annotations``: tests may load this file without registering it in sys.modules.
 import json
 import shutil
 import sys

@@ -25,8 +25,6 @@ Killed at any point, the same command continues: finished steps are skipped (the
 exist) and an interrupted training run resumes from its ``last.ckpt`` (``ckpt_path=last``).
 """
 
-# No ``from __future__ import annotations``: tests load this file without registering it in sys.modules, and
-# dataclasses resolve string annotations through sys.modules (StudyArgs's types are plain runtime types here).
 import json
 import os
 import sys

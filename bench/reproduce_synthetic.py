@@ -23,7 +23,6 @@ interrupted one resumes from its own ``checkpoints/last.ckpt``. Seed-major order
 balanced across rows, and the report lists the runs still missing.
 """
 
-# No ``from __future__ import annotations``: tests may load this file without registering it in sys.modules.
 import json
 import sys
 from collections.abc import Sequence
