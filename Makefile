@@ -3,13 +3,15 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The tested versions (constraints.txt) for every target; .venv-latest holds the newest within pyproject's ranges.
+LATEST := .venv-latest
 
-.PHONY: demo study reproduce-synthetic flip-study test test-all lint format bench gpu clean-venv
+.PHONY: demo study reproduce-synthetic flip-study test test-all test-latest lock lint format bench gpu clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 STAGE1 := logs/premise/stage1.ckpt
@@ -38,6 +40,21 @@ flip-study: $(STAMP)
 ## The default test suite (no slow tests).
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q
+
+## The default suite on the newest releases pyproject's ranges admit (a fresh $(LATEST), no constraints).
+test-latest:
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST)/bin/python -m pip freeze --all --exclude-editable
+	$(LATEST)/bin/python -m pytest -m "not slow" -q
+
+## After test-latest passes: its versions become constraints.txt (the header kept).
+lock:
+	@test -x $(LATEST)/bin/python || { echo "make lock: run make test-latest first"; exit 2; }
+	grep '^#' constraints.txt > constraints.new
+	$(LATEST)/bin/python -m pip freeze --all --exclude-editable | sort -f >> constraints.new
+	mv constraints.new constraints.txt
 
 ## Everything, slow tests included.
 test-all: $(STAMP)

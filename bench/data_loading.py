@@ -53,6 +53,7 @@ from lsdo.data.transforms import build_transform
 from lsdo.data.video import available_backends, probe_video, sample_frames, write_video
 from lsdo.errors import LSDOUserError
 from lsdo.options import option
+from lsdo.processes import loader_context
 
 LOADERS = ("decord", "pyav", "cv2-seek", "cv2-seek-1t", "cache-jpeg", "cache-uint8", "cache-jpeg-gpu")
 
@@ -209,6 +210,7 @@ def time_loaders(
             batch_size=args.batch,
             num_workers=workers,
             persistent_workers=workers > 0,
+            multiprocessing_context=loader_context(workers),  # lsdo.processes: the loaders use it too
             worker_init_fn=_worker_init if workers > 0 else None,
             collate_fn=_keep_lists if loader == "cache-jpeg-gpu" else None,
         )

@@ -16,7 +16,6 @@ Settings: ``default`` (torch's threads = cores, OpenMP's default spin-waiting),
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import re
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from lsdo.errors import LSDOUserError
 from lsdo.options import option
+from lsdo.processes import worker_context
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -87,7 +87,7 @@ def run(args: BusyCoreArgs) -> int:
     rows = []
     for name in names:
         for busy in (False, True):
-            spinner = mp.Process(target=_spin, daemon=True) if busy else None
+            spinner = worker_context().Process(target=_spin, daemon=True) if busy else None
             if spinner:
                 spinner.start()
             try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,24 @@ TINY_OVERRIDES = [
 ]
 
 
+LAST_RESORT_S = 120  # after a test's own deadline: time for the signal to end it before the run is ended
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """The last resort behind pytest-timeout's signal: a test stuck where no Python code runs (a C call that
+    ignores signals) cannot be failed alone, so the run prints every thread's stack and exits instead of
+    hanging until CI's own limit."""
+    mark = item.get_closest_marker("timeout")
+    limit = float(mark.args[0]) if mark and mark.args else float(item.config.getini("timeout") or 0)
+    if limit > 0:
+        faulthandler.dump_traceback_later(limit + LAST_RESORT_S, exit=True)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
 @pytest.fixture(scope="session")
 def cfg_tiny_global() -> DictConfig:
     return compose(TINY_OVERRIDES)
@@ -47,35 +67,44 @@ def cfg_tiny(cfg_tiny_global: DictConfig, tmp_path: Path) -> DictConfig:
     return cfg
 
 
+def run_process(
+    cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` under a deadline that ends the whole process
+    group: a command stuck past ``timeout`` s is killed with every worker it started (``subprocess.run``
+    alone kills only the direct child and leaves its pool's processes behind) and the test fails with
+    ``subprocess.TimeoutExpired``."""
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # the deadline, or pytest's own timeout / Ctrl-C while waiting
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _env(extra: dict | None = None) -> dict:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
 def run_cli(script: str, *overrides: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python <script> <overrides>`` from the repository root."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    return run_process([sys.executable, str(ROOT / script), *overrides], timeout, _env(env))
 
 
 def run_module(module: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m <module> <args>`` from the repository root (the console scripts' code path)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
+    return run_process([sys.executable, "-m", module, *args], timeout, _env(env))
 
 
 def run_console_script(target: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a console script's function (``"lsdo.cli:build_bank_main"``, as pyproject names it) in a new process."""
     module, func = target.split(":")
     code = f"import sys; from {module} import {func}; sys.exit({func}())"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
+    return run_process([sys.executable, "-c", code, *args], timeout, _env())
 
 
 def randomise_xpool(model, seed: int):

@@ -13,7 +13,7 @@ from lsdo.cli.prepare import prepare_main
 from lsdo.data.compress import compress_video, output_size
 from lsdo.data.video import VideoDecodeError, probe_video, write_video
 
-pytestmark = pytest.mark.timeout(120, method="thread")
+pytestmark = pytest.mark.timeout(120)
 
 
 def grey_clip(frames: int, h: int, w: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from lsdo.data.video import VideoDecodeError, available_backends, sample_frames,
 from lsdo.errors import ConfigError, DataNotFoundError, LSDOUserError
 from lsdo.options import parse
 
-pytestmark = pytest.mark.timeout(180, method="thread")
+pytestmark = pytest.mark.timeout(180)
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 48, 64

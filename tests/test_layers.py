@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {  # module prefix -> layer; the longest matching prefi
     "lsdo.errors": 0,
     "lsdo.options": 0,
     "lsdo.runtime": 0,
+    "lsdo.processes": 0,
     "lsdo.schema": 0,
     "lsdo.names": 0,
     "lsdo.reporting": 0,

@@ -21,7 +21,7 @@ from lsdo.data.video import (
 from lsdo.errors import DataNotFoundError, LSDOUserError
 
 # decord can spin forever in native code holding the GIL: only the thread method can end such a test.
-pytestmark = pytest.mark.timeout(60, method="thread")
+pytestmark = pytest.mark.timeout(60)
 
 H, W = 48, 64
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(b not in available_backends(), reason=f"{b} missing"))

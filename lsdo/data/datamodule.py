@@ -28,6 +28,7 @@ from lsdo.data.bank import spread_picks
 from lsdo.data.batching import EpochSampler, ShardSampler, collate_eval, collate_train
 from lsdo.data.sampling import segment_indices, train_sampling
 from lsdo.data.transforms import normalize
+from lsdo.processes import loader_context
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class SyntheticDataModule(L.LightningDataModule):
             "num_workers": int(d.num_workers),
             "collate_fn": collate_train if train else collate_eval,
             "persistent_workers": int(d.num_workers) > 0,
+            "multiprocessing_context": loader_context(int(d.num_workers)),  # not a fork of a threaded trainer
         }
         if train:
             group = int(d["hard_negative_group"])

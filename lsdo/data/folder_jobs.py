@@ -20,6 +20,7 @@ from pathlib import Path
 
 from lsdo.errors import DataNotFoundError, LSDOUserError
 from lsdo.names import printable
+from lsdo.processes import worker_context
 
 MAX_LISTED_CLASHES = 10  # name clashes spelled out in the error line (the count says how many in all)
 
@@ -102,6 +103,16 @@ def attempt(work: Callable[..., object], args: tuple, src: Path, dst: Path) -> s
     return None
 
 
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End ``pool`` now: queued jobs cancelled, running workers terminated, nothing waited for."""
+    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+        pool.terminate_workers()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def run_jobs(
     todo: list[tuple[Path, Path]],
     job: Callable[[Path, Path], str | None],
@@ -112,7 +123,11 @@ def run_jobs(
     initializer: Callable[[], None] | None = None,
 ) -> Summary:
     """Run ``job(src, dst)`` (None: done, else the reason it failed; a picklable callable) for every pair,
-    in ``workers`` processes, counting into ``summary``; one ``failed:`` line on stderr per failure."""
+    in ``workers`` processes, counting into ``summary``; one ``failed:`` line on stderr per failure.
+
+    The workers start from :func:`lsdo.processes.worker_context`, never by forking the caller: a caller
+    that decoded a video before (a notebook, a pipeline) holds FFmpeg thread pools a forked worker would
+    wait on forever. ``job`` and ``initializer`` are pickled to the workers (module-level functions)."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), unit="video", desc=desc, disable=(not progress) if progress is not None else None)
@@ -129,7 +144,10 @@ def run_jobs(
         for src, dst in todo:
             done(src, job(src, dst))
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=initializer) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)), mp_context=worker_context(), initializer=initializer
+        )
+        try:
             futures = {pool.submit(job, src, dst): src for src, dst in todo}
             for fut in as_completed(futures):
                 try:
@@ -137,5 +155,9 @@ def run_jobs(
                 except BrokenProcessPool:
                     reason = "a worker process died (crash or out of memory) while this file was queued; rerun to retry"
                 done(futures[fut], reason)
+        except BaseException:
+            stop_pool(pool)  # Ctrl-C or a caller's deadline: waiting for the workers could wait forever
+            raise
+        pool.shutdown()
     bar.close()
     return summary

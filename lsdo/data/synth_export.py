@@ -29,6 +29,7 @@ from typing import Any
 from lsdo.data import synthetic
 from lsdo.errors import LSDOUserError
 from lsdo.options import option
+from lsdo.processes import worker_context
 
 # Rendering holds about 55 bytes per pixel of a video (float64 noise and frames, masks): clip_len x size^2 is
 # capped so that one worker stays near 1 GB.
@@ -193,7 +194,7 @@ def export(
     }
     jobs = [(v, out / "videos" / f"{v.video_id}.mp4", p) for vs in splits.values() for v in vs]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:  # lsdo.processes
             status = list(pool.map(_write_one, jobs, chunksize=8))
     else:
         status = [_write_one(j) for j in jobs]

@@ -59,6 +59,7 @@ from lsdo.data.sampling import train_sampling
 from lsdo.data.transforms import VideoTransform, apply_params, build_transform
 from lsdo.data.video import VIDEO_EXTENSIONS, VideoDecodeError, probe_video, sample_frames
 from lsdo.errors import ConfigError, DataNotFoundError
+from lsdo.processes import loader_context
 
 log = logging.getLogger(__name__)
 
@@ -455,6 +456,8 @@ class VideoDataModule(L.LightningDataModule):
             "num_workers": workers,
             "collate_fn": collate_train_skipping if train else collate_deferred if self.deferred else collate_eval,
             "persistent_workers": workers > 0,
+            # preflight decoded videos in this process: a forked worker would inherit FFmpeg pools it hangs on
+            "multiprocessing_context": loader_context(workers),
             "pin_memory": torch.cuda.is_available() and not self.deferred,  # deferred: frames made on the GPU
         }
         if train:

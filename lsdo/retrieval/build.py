@@ -76,6 +76,7 @@ from lsdo.errors import LSDOUserError
 from lsdo.inverse_attention.encoder import METHODS
 from lsdo.model.lsdo_model import LSDOModel
 from lsdo.options import option
+from lsdo.processes import loader_context
 from lsdo.retrieval.index import (
     DEFAULT_IVFPQ_THRESHOLD,
     META_FILE,
@@ -173,7 +174,9 @@ def _decoded_stream(
     data = _Decoded(files, num_frames, image_size, keep_raw)
     if workers <= 0:
         return (data[i] for i in range(len(data)))
-    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=None, shuffle=False, num_workers=workers, multiprocessing_context=loader_context(workers)
+    )  # the caller may have decoded or run threads already: the workers are not forks of it (lsdo.processes)
     return iter(loader)
 
 
