@@ -154,6 +154,8 @@ def test_the_datamodules_loaders_use_the_context(cfg_tiny) -> None:
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert loader.num_workers == 2 and loader.multiprocessing_context.get_start_method() == START_METHOD
+    batch = next(iter(loader))  # the dataset and collate functions cross to the workers by pickle
+    assert batch["frames"].shape[0] == int(cfg_tiny.dataset.batch_size)
     with open_dict(cfg_tiny):
         cfg_tiny.dataset.num_workers = 0
     dm = build_datamodule(cfg_tiny, 32)

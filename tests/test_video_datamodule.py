@@ -277,3 +277,20 @@ def test_flip_study_preset_runs_one_step(synth_dir: Path, tmp_path: Path) -> Non
     assert (cfg.dataset.name, cfg.dataset.flip, cfg.dataset.train_unit) == ("msrvtt", "caption_aware", "video")
     results = run(cfg)
     assert 0.0 <= results["test"]["t2v/R1"] <= 100.0
+
+
+def test_worker_processes_after_the_preflight_decode(tmp_path: Path, synth_dir: Path) -> None:
+    """lsdo-synth's pool and the loaders' workers, after this process decoded (the pre-flight opens every
+    video and decodes its last frame): the workers are not forks of it (lsdo.processes), so nothing the
+    decoders left here is waited on there; the dataset, transforms and collate functions pickle."""
+    root = tmp_path / "synth"
+    export(root, size=32, workers=2, **SYNTH)
+    made = sorted(p.name for p in (root / "videos").iterdir())
+    assert made == sorted(p.name for p in (synth_dir / "videos").iterdir())
+    dm = build_datamodule(_cfg(root, "dataset.num_workers=2", "dataset.probe_videos=true"), 32)
+    dm.setup("fit")
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    assert train.num_workers == 2 and train.multiprocessing_context.get_start_method() != "fork"
+    batch = next(iter(train))
+    assert batch["frames"].shape[:2] == (8, 4) and len(batch["captions"]) == 8
+    assert sum(len(b["captions"]) for b in val) == SYNTH["val_combos"]
