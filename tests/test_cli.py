@@ -238,6 +238,17 @@ def test_every_documented_command_names_real_keys() -> None:
     assert {"train.py", "eval.py", "zeroshot.py", "lsdo-index", "lsdo-search", "lsdo-viz", "lsdo-premise"} <= checked
 
 
+def test_every_documented_make_target_exists() -> None:
+    """``make X`` written in README.md, data/README.md or docs/*.md names a target of the Makefile."""
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), flags=re.M))
+    wanted = []
+    for path in [ROOT / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            wanted += [(f"{path.name}:{i}", t) for t in re.findall(r"(?:^|`)make ([a-z][\w-]*)", line.strip())]
+    assert len(wanted) > 5 and {"demo", "test", "test-latest", "lock"} <= targets
+    assert not [f"{w}: make {t}" for w, t in wanted if t not in targets]
+
+
 # ------------------------------------------------------------------ real invocations the other test files lack
 
 
