@@ -1,12 +1,18 @@
-"""Symmetric InfoNCE (lsdo.loss, paper Eq. 21-23) against a hand-written reference."""
+"""Symmetric InfoNCE (lsdo.loss, paper Eq. 21-23) against a hand-written reference, and the loss the
+Lightning module's ``training_step`` actually returns against the same formula on the model's own similarities."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES, randomise_xpool
+from omegaconf import OmegaConf
 
+from lsdo.config import compose
+from lsdo.lightning_module import LSDOLitModule
 from lsdo.loss import symmetric_infonce
 
 
@@ -93,3 +99,104 @@ def test_perfect_diagonal_large_scale_is_near_zero() -> None:
     assert 0 <= loss.item() < 1e-6
     # The wrong pairing (anti-diagonal targets) is heavily penalised.
     assert symmetric_infonce(sims.flip(1), torch.tensor(math.log(100.0))).item() > 100
+
+
+# ---------------------------------------------------------------------------------------------------
+# What the Lightning module trains on. The tests above check symmetric_infonce alone; a wiring bug in
+# training_step (lambda left out or detached, lambda exponentiated twice, a direction dropped, the
+# directions summed where the config averages them, the wrong similarities) would leave them green.
+# Here the loss training_step returns, and its gradients (the stored log(lambda)'s and every other
+# parameter's), are compared with the formula written out on the similarities the model gives for the
+# same batch, at two values of lambda.
+
+CAPTION_COLOURS = ("red", "blue", "green", "yellow", "purple", "orange")
+
+
+def _training_batch(b: int, n: int, side: int, seed: int) -> dict[str, Any]:
+    """``b`` distinct captions and random CLIP-normalised-like frames [b, n, 3, side, side]."""
+    gen = torch.Generator().manual_seed(seed)
+    captions = [f"a {CAPTION_COLOURS[i]} circle beside a small {CAPTION_COLOURS[-1 - i]} star" for i in range(b)]
+    return {"captions": captions, "frames": torch.randn(b, n, 3, side, side, generator=gen)}
+
+
+def spread_video_features(model: torch.nn.Module, seed: int) -> None:
+    """Noise on the image tower's weights: a random-init ViT maps every frame to nearly the same feature
+    (cosine ~0.99), so the similarities hardly vary along a row and the videos' side of the loss would barely
+    depend on lambda or on which column is the match. Perturbed, each direction, the scale and the diagonal
+    move the loss far beyond the float32 tolerance (checked in the test)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.encoder.clip.visual.parameters():
+            p.add_(2 * torch.randn(p.shape, generator=gen) * (p.std() if p.numel() > 1 else 0.1))
+
+
+def paper_infonce(sims: torch.Tensor, log_lambda: torch.Tensor, average: bool) -> tuple[torch.Tensor, ...]:
+    """(L, L_t2v, L_v2t) of Eq. 21-23 written out: lambda = exp(log_lambda), logits lambda * s(t_i, v_j),
+    each direction -mean_i log softmax at the matching pair i (texts are rows, videos columns)."""
+    logits = log_lambda.exp() * sims
+    b = sims.shape[0]
+    l_t2v = -torch.stack([logits[i, i] - torch.logsumexp(logits[i, :], 0) for i in range(b)]).mean()
+    l_v2t = -torch.stack([logits[i, i] - torch.logsumexp(logits[:, i], 0) for i in range(b)]).mean()
+    total = l_t2v + l_v2t
+    return (total / 2 if average else total), l_t2v, l_v2t
+
+
+@pytest.mark.parametrize("impl", ["paper", "official"])
+def test_training_step_returns_the_papers_loss_on_the_models_scaled_similarities(impl: str) -> None:
+    cfg = compose([*TINY_OVERRIDES, f"impl={impl}"])
+    average = str(cfg.impl) == "official"  # Eq. 23 sums the two directions; the released code averages them
+    torch.manual_seed(0)
+    lit = LSDOLitModule(OmegaConf.to_container(cfg, resolve=True))
+    lit.eval()  # dropout off: the similarities computed here are exactly those of the step
+    spread_video_features(lit.model, seed=5)
+    randomise_xpool(lit.model, seed=1)  # identity-like X-Pool init could hide a bug
+    batch = _training_batch(6, int(cfg.dataset.num_frames), int(cfg.model.clip_cfg.vision_cfg.image_size), seed=2)
+    model = lit.model
+
+    def reference_step() -> tuple[torch.Tensor, ...]:
+        """The formula on the model's similarities for the batch, in float64, differentiable to every parameter."""
+        text = model.encode_text(model.tokenize(batch["captions"]))
+        sims = model.similarity(text, model.encode_video(batch["frames"]))
+        assert sims.shape == (6, 6)  # [texts, videos]
+        return (*paper_infonce(sims.double(), model.logit_scale.double(), average), sims.detach().double())
+
+    def gradients() -> dict[str, torch.Tensor]:
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    losses = {}
+    for lam in (30.0, 95.0):  # both below the clamp at 100
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(lam))
+        model.zero_grad(set_to_none=True)
+        loss = lit.training_step(batch, 0)
+        loss.backward()
+        got = gradients()
+        model.zero_grad(set_to_none=True)
+        ref, l_t2v, l_v2t, sims = reference_step()
+        ref.backward()
+        want = gradients()
+
+        # The batch can tell the bug classes apart (margins >= 100x the tolerance below): the directions
+        # differ, and the loss moves when lambda is dropped or the matches are taken off the diagonal.
+        log_lambda = model.logit_scale.detach().double()
+        unscaled = paper_infonce(sims, torch.zeros((), dtype=torch.float64), average)[0]
+        off_diagonal = paper_infonce(sims.roll(1, 1), log_lambda, average)[0]
+        assert abs(l_t2v.item() - l_v2t.item()) > 0.01, "one direction alone would pass"
+        assert abs(unscaled.item() - ref.item()) > 0.01 and abs(off_diagonal.item() - ref.item()) > 0.01
+
+        # Tolerance: the step computes the loss in float32 (relative error ~1e-7 per op on an O(1) loss over a
+        # 6 x 6 matrix), the reference in float64 from the same float32 similarities: 1e-5 relative is ample.
+        assert loss.ndim == 0
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-5), lam
+        scale = next(name for name, p in model.named_parameters() if p is model.logit_scale)
+        assert got.get(scale) is not None, "lambda gets no gradient from the training loss"
+        assert abs(want[scale].item()) > 1e-2  # lambda matters at this point: a zero gradient would be a bug
+        # Gradients: float32 backward through the model on both sides; they differ only by the loss's float32
+        # rounding (measured: <= 2e-6 relative). Some are zero in exact arithmetic (a key bias under softmax) and
+        # hold rounding noise alone: the absolute tolerance is relative to the largest gradient entry overall.
+        assert got.keys() == want.keys(), "the step's loss and the formula reach different parameters"
+        atol = 1e-6 * max(g.abs().max().item() for g in want.values())
+        for name, g in want.items():
+            torch.testing.assert_close(got[name], g, rtol=1e-4, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
+        losses[lam] = loss.item()
+    assert abs(losses[30.0] - losses[95.0]) > 0.05  # the loss follows lambda (each value matched the reference)

@@ -3,15 +3,20 @@ the study's statistics."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from conftest import bench_module
+from conftest import bench_module, random_checkpoint
 from omegaconf import open_dict
 
+from lsdo import premise
 from lsdo.checkpoint import init_encoder_from, load_checkpoint, model_state
 from lsdo.config import compose, validate
 from lsdo.data import synthetic
@@ -164,6 +169,114 @@ def test_probe_frames_keep_only_frames_showing_the_small_object() -> None:
     other, _ = probe_frames(dcfg, "train", 32, renders=1)
     assert not torch.equal(other[:10], frames[:10])  # train / test probes see different renderings
     assert lab["small_pixels"].reshape(frames.shape[0], -1).any(1).all()
+
+
+# ---------------------------------------------------------------------- the premise probes hold out their test set
+# measure_premise (the numbers of `lsdo-premise`) must score each probe on renderings it never trained on: a
+# probe scored on its own training frames (the train / test draws collapsed anywhere on the way from
+# probe_frames to linear_probe) overstates the premise silently. Checked on the whole path, with the image
+# features replaced by noise keyed to each frame's pixels: no signal across renderings, but a frame seen in
+# training is recognised, so a memorising probe scored on it stands out.
+
+NOISE_DIM = 1024  # more dimensions than training frames: a linear probe can memorise its whole training set
+
+
+def pixel_noise_features(
+    visual: torch.nn.Module, frames: torch.Tensor, batch: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stand-in for lsdo.premise.encode_frames: a Gaussian vector seeded by each frame's bytes (identical
+    frames, identical features; otherwise independent) and flat [N, 4, 4] heatmaps."""
+    feats = []
+    for frame in frames:
+        seed = int.from_bytes(hashlib.blake2b(frame.numpy().tobytes(), digest_size=8).digest(), "little")
+        feats.append(torch.from_numpy(np.random.default_rng(seed).standard_normal(NOISE_DIM)).float())
+    return torch.stack(feats), torch.zeros(frames.shape[0], 4, 4)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread: the probes' L-BFGS runs thousands of tiny dot products, and on a busy shared CPU
+    handing each to a second thread costs milliseconds (measured: ~2.5 ms against 5 us; 30 s instead of 3)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def frame_keys(frames: torch.Tensor) -> set[bytes]:
+    """Each frame's pixels as bytes: equal keys, identical frames."""
+    return {f.numpy().tobytes() for f in frames}
+
+
+@pytest.fixture(scope="module")
+def premise_on_noise(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """measure_premise of a random tiny checkpoint on noise features, with what reached each probe.
+
+    ``calls``: per measure_encoder call (this checkpoint, then random init) the (frames, labels) of train and
+    test and the rendering seeds each frame set was drawn from."""
+    frames = ("dataset.clip_len=6", "dataset.num_frames=2")  # ~570 training frames: fewer than NOISE_DIM
+    ckpt = random_checkpoint(tmp_path_factory.mktemp("premise") / "s1.ckpt", 0, *frames)
+    seeds_of: dict[int, list[int]] = {}  # id(frames tensor) -> the rendering seeds behind it
+    calls: list[dict[str, Any]] = []
+    rendered: list[int] = []
+    real_render, real_probe_frames, real_measure = synthetic.render, premise.probe_frames, premise.measure_encoder
+
+    def render(video: synthetic.SyntheticVideo, *args: Any, **kw: Any) -> Any:
+        rendered.append(video.seed)
+        return real_render(video, *args, **kw)
+
+    def probe_frames(*args: Any, **kw: Any) -> Any:
+        start = len(rendered)
+        out = real_probe_frames(*args, **kw)
+        seeds_of[id(out[0])] = rendered[start:]
+        return out
+
+    def measure_encoder(visual: torch.nn.Module, train: tuple, test: tuple) -> dict[str, Any]:
+        seeds = {"train_seeds": seeds_of.get(id(train[0])), "test_seeds": seeds_of.get(id(test[0]))}
+        calls.append({"train": train, "test": test, **seeds})
+        return real_measure(visual, train, test)
+
+    with one_thread(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(synthetic, "render", render)
+        mp.setattr(premise, "probe_frames", probe_frames)
+        mp.setattr(premise, "measure_encoder", measure_encoder)
+        mp.setattr(premise, "encode_frames", pixel_noise_features)
+        result = premise.measure_premise(ckpt, renders=2)
+    return {"result": result, "calls": calls}
+
+
+def test_premise_probes_train_and_test_on_disjoint_renderings(premise_on_noise: dict[str, Any]) -> None:
+    result, calls = premise_on_noise["result"], premise_on_noise["calls"]
+    assert len(calls) == 2  # this checkpoint's encoder and the random-init reference
+    for call in calls:
+        (f_tr, lab_tr), (f_te, lab_te) = call["train"], call["test"]
+        assert f_tr.shape[0] == result["frames"]["train"] and f_te.shape[0] == result["frames"]["test"]
+        assert len(lab_te["big"]) == f_te.shape[0] and len(lab_tr["big"]) == f_tr.shape[0]
+        shared_frames = len(frame_keys(f_tr) & frame_keys(f_te))
+        assert shared_frames == 0, f"{shared_frames} of {f_te.shape[0]} test frames are also training frames"
+        train_seeds, test_seeds = call["train_seeds"], call["test_seeds"]
+        assert train_seeds and test_seeds, "the probe sets did not come from probe_frames"
+        shared_renders = len(set(train_seeds) & set(test_seeds))
+        assert shared_renders == 0, f"{shared_renders} of {len(test_seeds)} test renderings are also training ones"
+        assert len(set(zip(lab_te["big"].tolist(), lab_te["small"].tolist(), strict=True))) > 150  # all kinds tested
+
+
+def test_premise_probe_on_features_without_signal_scores_chance(premise_on_noise: dict[str, Any]) -> None:
+    result, calls = premise_on_noise["result"], premise_on_noise["calls"]
+    for key in ("encoder", "random_init"):
+        e = result[key]
+        for name in ("large", "small"):
+            # Held out, noise features carry nothing: about chance (test sets of ~290 frames: a few points of
+            # spread). Twice chance is the premise's own "the object is present" bar, which noise must not pass.
+            assert e[f"probe_{name}"] < 2 * e[f"chance_{name}"], (key, name, e[f"probe_{name}"], e[f"chance_{name}"])
+    # The check has power: the same features scored on the training frames are memorised, far above chance.
+    (f_tr, lab_tr), _ = calls[0]["train"], calls[0]["test"]
+    x_tr, _ = pixel_noise_features(torch.nn.Identity(), f_tr)
+    with one_thread():
+        memorised = premise.linear_probe(x_tr, lab_tr["small"], x_tr, lab_tr["small"], len(synthetic.SMALL_KINDS))
+    assert memorised > 90
 
 
 # ---------------------------------------------------------------------- the study's statistics

@@ -6,8 +6,9 @@ For every mutation below, a copy of the repository (package, configs, tests, ent
 that one edit, and the named default-suite test files run in the copy (``pytest -x``, the copy
 first on ``sys.path`` so neither the editable install nor the working tree is used). A mutation
 is *killed* when a test fails; the first failing test is reported. Prints a Markdown table.
-The mutations are the wiring bug classes of issue 12: optimiser groups, evaluation, checkpoint
-loading, index save / load, config composition, resume.
+The mutations are the wiring bug classes: optimiser groups, evaluation, checkpoint loading,
+index save / load, config composition, resume, the training loss as the module computes it, and the
+premise probes' held-out test set.
 """
 
 from __future__ import annotations
@@ -93,6 +94,31 @@ MUTATIONS = [
       'tokens = self.model.tokenize(batch["captions"]).to(self.device)\n        text = self.model.encode_text(tokens)\n'
       '        video = self.model.encode_video(batch["frames"].roll(1, 0))  # [B, n, d]',
       ("tests/test_learning_signal.py",)),
+    # --- the training loss in the Lightning module (Eq. 21-23: InfoNCE on lambda * s, lambda = exp(logit_scale))
+    M("training loss on unscaled similarities", "lsdo/lightning_module.py",
+      "sims.float(), self.model.logit_scale.float(), average=",
+      "sims.float(), torch.zeros_like(self.model.logit_scale).float(), average=", ("tests/test_loss.py",)),
+    M("training loss with lambda detached", "lsdo/lightning_module.py",
+      "sims.float(), self.model.logit_scale.float(), average=",
+      "sims.float(), self.model.logit_scale.detach().float(), average=", ("tests/test_loss.py",)),
+    M("training loss with lambda exponentiated twice", "lsdo/lightning_module.py",
+      "sims.float(), self.model.logit_scale.float(), average=",
+      "sims.float(), self.model.logit_scale.float().exp(), average=", ("tests/test_loss.py",)),
+    M("training loss directions always averaged", "lsdo/lightning_module.py",
+      "average=self.model.loss_averages_directions", "average=True", ("tests/test_loss.py",)),
+    M("training loss on similarities detached from the encoders", "lsdo/lightning_module.py",
+      "sims.float(), self.model.logit_scale.float(), average=",
+      "sims.float().detach(), self.model.logit_scale.float(), average=", ("tests/test_loss.py",)),
+    # --- the premise probes: scored on renderings they never trained on
+    M("premise probes tested on training renderings", "lsdo/premise.py",
+      'test = probe_frames(dcfg, "test", size,', 'test = probe_frames(dcfg, "train", size,',
+      ("tests/test_premise.py",)),
+    M("premise probe train and test renderings share their seeds", "lsdo/premise.py",
+      'salt = {"train": 11, "test": 13}[part]', 'salt = {"train": 11, "test": 11}[part]',
+      ("tests/test_premise.py",)),
+    M("premise probe scored on its training frames", "lsdo/premise.py",
+      "linear_probe(x_tr, lab_tr[key], x_te, lab_te[key], classes)",
+      "linear_probe(x_tr, lab_tr[key], x_tr, lab_tr[key], classes)", ("tests/test_premise.py",)),
 ]  # fmt: skip
 
 
