@@ -7,8 +7,8 @@ that one edit, and the named default-suite test files run in the copy (``pytest 
 first on ``sys.path`` so neither the editable install nor the working tree is used). A mutation
 is *killed* when a test fails; the first failing test is reported. Prints a Markdown table.
 The mutations are the wiring bug classes: optimiser groups, evaluation, checkpoint loading,
-index save / load, config composition, resume, the training loss as the module computes it, and the
-premise probes' held-out test set.
+index save / load, config composition, resume, the training loss as the module computes it, the
+premise probes' held-out test set, and how worker processes start.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MUTANT_DEADLINE_S = 1800  # one mutant's test files; the slowest take about 5 min on 2 cores
 COPY = ("lsdo", "configs", "tests", "train.py", "eval.py", "zeroshot.py", "pyproject.toml")
 
 
@@ -119,6 +121,10 @@ MUTATIONS = [
     M("premise probe scored on its training frames", "lsdo/premise.py",
       "linear_probe(x_tr, lab_tr[key], x_te, lab_te[key], classes)",
       "linear_probe(x_tr, lab_tr[key], x_tr, lab_tr[key], classes)", ("tests/test_premise.py",)),
+    # --- worker processes
+    M("worker pools fork the caller", "lsdo/processes.py",
+      'START_METHOD: str = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"',
+      'START_METHOD: str = "fork"', ("tests/test_processes.py",)),
 ]  # fmt: skip
 
 
@@ -137,8 +143,15 @@ def run_one(m: Mutation, work: Path) -> tuple[str, str]:
     target.write_text(text.replace(m.old, m.new))
     env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *m.tests]
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=MUTANT_DEADLINE_S)
+    except subprocess.TimeoutExpired:  # a mutant that hangs is caught, but must not hang the check
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return "killed", f"no result in {MUTANT_DEADLINE_S} s (hung)"
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, flags=re.M)
     if proc.returncode == 0:
         return "SURVIVED", ""
     return "killed", failed[0] if failed else f"pytest exit {proc.returncode}"
