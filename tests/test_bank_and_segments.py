@@ -73,7 +73,7 @@ def test_synthetic_datamodule_bank_videos(tmp_path: Path) -> None:
     bank = dm.bank_videos(20)
     assert bank.shape == (20, 3, 3, 32, 32)
     index = {v.video_id: j for j, v in enumerate(videos)}
-    assert torch.equal(bank[0], dm.bank_videos(1)[0])
+    assert torch.equal(bank[0], dm.bank_videos(1)[0])  # bitwise: the same frames, elementwise normalisation
     assert not torch.equal(bank[0], bank[1])
     assert [index[i] for i in ids] == dm._bank_picks(20)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_OVERRIDES
 from omegaconf import OmegaConf
+from tolerances import reduction_tol
 
 from lsdo.config import compose
 from lsdo.errors import ConfigError
@@ -58,6 +59,7 @@ def test_rescaled_is_the_previous_code_bit_for_bit(keys: int, masked: bool) -> N
     f_v, f_s = torch.randn(B, N, D), torch.randn(B, keys, D)
     mask = (torch.rand(B, keys) > 0.3) if masked else None
     got, want = block(f_v, f_s, mask), previous_forward(block, f_v, f_s, mask)
+    # bitwise: the rescaled branch runs the same operations in the same order as the code copied above
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
@@ -133,8 +135,11 @@ def test_bounded_with_a_key_mask_equals_the_call_without_the_masked_keys() -> No
     f_s_bad[0, 1] = float("nan")  # a masked key's value is ignored, even when not finite
     f_p, w = block(f_v, f_s_bad, mask)
     ref_p, ref_w = block(f_v[:1], f_s[:1, mask[0]])
-    torch.testing.assert_close(f_p[:1], ref_p)
-    torch.testing.assert_close(w[:1], ref_w)
+    # softmaxes and pooling over 6 keys (the masked ones exact zeros) against over 4: another order through the
+    # block's six float32 stages (LayerNorms, q / k, logits, softmax pooling, W'_o, Norm), at the outputs' scale
+    for got, want in ((f_p[:1], ref_p), (w[:1], ref_w)):
+        atol = reduction_tol(torch.float32, D, scale=want.abs().max().item(), stages=6)
+        torch.testing.assert_close(got, want, rtol=0, atol=atol)
     assert torch.equal(f_p[1], torch.zeros(N, D)) and torch.equal(w[1], torch.zeros(N))  # no valid key
     f_s_grad = f_s.clone().requires_grad_()
     block(f_v, f_s_grad, mask)[0].sum().backward()

@@ -163,7 +163,8 @@ def test_build_indexes_names_of_any_bytes_and_lists_them_on_one_line(
     raw = (out / META_FILE).read_bytes()
     raw.decode("utf-8")  # valid UTF-8 JSON
     assert json.loads(raw)["ids"] == index.ids
-    # the same features as the file's hard-linked twin: the odd names were really decoded
+    # the same features as the file's hard-linked twin: the odd names were really decoded. Bitwise: with shards
+    # of 2 files ([a, b], [broken, c], [caf.., two..]) each twin is encoded at the same place of a batch of 2
     assert torch.equal(index.features[index.ids.index(bad)], index.features[index.ids.index("a")])
     assert torch.equal(index.features[index.ids.index("two\\nlines")], index.features[index.ids.index("b")])
 
@@ -191,6 +192,7 @@ def test_build_indexes_names_of_any_bytes_and_lists_them_on_one_line(
     assert _build(corpus, part, "shard_size=2") == 0
     assert "resuming: 2 of 6 videos" in capsys.readouterr().err
     resumed = VideoIndex.load(part)
+    # bitwise: the resumed build encodes the same shards in the same batches
     assert resumed.ids == index.ids and torch.equal(resumed.features, index.features)
 
     # search prints every id on its own line, escaped; a query with a newline stays on one line

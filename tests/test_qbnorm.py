@@ -76,7 +76,7 @@ def test_queries_outside_the_activation_set_are_unchanged() -> None:
     top1 = sims.argmax(dim=1)
     outside = top1 != 0
     assert outside.any() and (~outside).any()  # both kinds of query are present
-    assert torch.equal(got[outside], sims[outside])
+    assert torch.equal(got[outside], sims[outside])  # bitwise: those rows are passed through as they are
     assert not torch.allclose(got[~outside], sims[~outside])
     want = torch.tensor(_ref_qb_norm(sims.tolist(), bank.tolist(), 20.0, 1), dtype=torch.float64)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -346,6 +346,7 @@ def test_bank_videos_cycle_over_categories(small_dm: SyntheticDataModule) -> Non
     candidates = normalize(clips[:, frame_idx])  # [V, 3, 3, 32, 32]
     picked = []
     for j in range(20):
+        # bitwise: the same pixels through the same elementwise normalisation (per element, whatever the batch)
         matches = [i for i in range(len(videos)) if torch.equal(candidates[i], bank[j])]
         assert len(matches) == 1, (j, matches)
         picked.append(matches[0])

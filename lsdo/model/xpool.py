@@ -56,8 +56,9 @@ def pool_frames(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float)
     without a copy): one fused kernel where the backend has one for d = 512 (CPU: flash attention, float32
     accumulation also for bf16; CUDA: flash attention stops at head dim 256, so memory-efficient attention
     or the math kernel), else the math kernel, the same operations as before. Equal to
-    ``einsum("tbn,bnd->tbd", softmax(einsum("td,bnd->tbn", q, k) * scale), v)`` to float32 rounding
-    (tests/test_precision.py: 3.6e-7; the similarities of tests/test_model_classes.py within 2e-7).
+    ``einsum("tbn,bnd->tbd", softmax(einsum("td,bnd->tbn", q, k) * scale), v)`` to float32 rounding: a few
+    float32 epsilons times the square root of the reduction length d, which kernel and instruction set
+    decide (tests/test_precision.py states the bound).
     """
     out = F.scaled_dot_product_attention(q.expand(k.shape[0], -1, -1), k, v, scale=scale)  # [B, T, d]
     return out.transpose(0, 1)  # [T, B, d]

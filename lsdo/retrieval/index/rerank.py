@@ -19,9 +19,12 @@ The tensors are the scorer's own (:func:`compute_rerank` runs XPoolScorer on the
 video goes through the same matrix-product kernels as a re-ranking's), and the scorer that uses them
 (:class:`TemplateCache`, :func:`stored_scorer`) is an XPoolScorer whose per-video tensors are
 swapped for the stored rows: its per-model constants come from a one-video template, built once
-per model and accumulation dtype. Scores therefore equal those computed from the frames
-(bitwise, float64 accumulation; with ``accum_dtype=float32`` the stored float64 forms are rounded
-to float32 instead of being computed in float32: a difference of ~1e-7).
+per model and accumulation dtype. Scores therefore equal those computed from the frames by the same
+formulas, to float32 rounding: the matrix-product kernels may differ (MKL picks its kernel by CPU,
+thread count and even the tensors' memory alignment, which differs between a fresh tensor and one
+loaded from a file), so ranks agree except between scores within a few float32 epsilons of each other
+(tests/test_index_growth.py). With ``accum_dtype=float32`` the stored float64 forms are rounded to
+float32 instead of being computed in float32: a difference of ~1e-7.
 """
 
 from __future__ import annotations
