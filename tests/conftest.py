@@ -36,6 +36,11 @@ TINY_OVERRIDES = [
 
 
 LAST_RESORT_S = 120  # after a test's own deadline: time for the signal to end it before the run is ended
+_stderr: list[int] = []  # the terminal's stderr, kept when pytest is not capturing: where the last resort writes
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _stderr.append(os.dup(2))  # a test's fd 2 is pytest's capture file, lost when the process exits
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -46,7 +51,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     mark = item.get_closest_marker("timeout")
     limit = float(mark.args[0]) if mark and mark.args else float(item.config.getini("timeout") or 0)
     if limit > 0:
-        faulthandler.dump_traceback_later(limit + LAST_RESORT_S, exit=True)
+        faulthandler.dump_traceback_later(limit + LAST_RESORT_S, exit=True, file=_stderr[0] if _stderr else 2)
     try:
         yield
     finally:
