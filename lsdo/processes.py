@@ -21,12 +21,18 @@ these methods; the console scripts and the Hydra entry points do).
 The other ways the project starts processes need no context: ``subprocess`` (the study runners, the
 benchmarks, Lightning's ``ddp`` launcher, which re-runs the command line) forks and immediately execs a
 new program, running no Python code in between, so nothing of the parent's threads is left to wait on.
+:func:`run_in_group` runs such a program under a deadline that also ends every process it started.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
 from multiprocessing.context import BaseContext
+from pathlib import Path
 
 START_METHOD: str = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
@@ -40,3 +46,32 @@ def loader_context(num_workers: int) -> BaseContext | None:
     """``multiprocessing_context`` for a ``DataLoader`` with ``num_workers`` workers (None: no workers,
     the loader runs in the calling process and starts nothing)."""
     return worker_context() if num_workers > 0 else None
+
+
+def run_in_group(
+    cmd: Sequence[str],
+    timeout: float,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    merge_stderr: bool = False,
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)``, the command in a session of
+    its own so that the deadline kills it *with every process it started* (``subprocess.run`` kills only the
+    direct child and leaves a stuck pool's workers running); raises ``subprocess.TimeoutExpired`` after the
+    kill. ``merge_stderr``: stderr into ``stdout``. Ctrl-C or an exception while waiting kills the group too."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import faulthandler
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from lsdo.config import compose
+from lsdo.processes import run_in_group
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -43,19 +43,17 @@ def pytest_configure(config: pytest.Config) -> None:
     _stderr.append(os.dup(2))  # a test's fd 2 is pytest's capture file, lost when the process exits
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """The last resort behind pytest-timeout's signal: a test stuck where no Python code runs (a C call that
-    ignores signals) cannot be failed alone, so the run prints every thread's stack and exits instead of
-    hanging until CI's own limit."""
-    mark = item.get_closest_marker("timeout")
-    limit = float(mark.args[0]) if mark and mark.args else float(item.config.getini("timeout") or 0)
-    if limit > 0:
-        faulthandler.dump_traceback_later(limit + LAST_RESORT_S, exit=True, file=_stderr[0] if _stderr else 2)
-    try:
-        yield
-    finally:
-        faulthandler.cancel_dump_traceback_later()
+def pytest_timeout_set_timer(item: pytest.Item, settings) -> None:
+    """The last resort behind pytest-timeout's signal, armed with the deadline pytest-timeout resolved (marker,
+    ``--timeout``, ini): a test stuck where no Python code runs (a C call that ignores signals) cannot be failed
+    alone, so the run prints every thread's stack and exits instead of hanging until CI's own limit. Returns
+    None, so pytest-timeout's own timer is set as well."""
+    if settings.timeout and settings.timeout > 0:
+        faulthandler.dump_traceback_later(settings.timeout + LAST_RESORT_S, exit=True, file=_stderr[0])
+
+
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    faulthandler.cancel_dump_traceback_later()  # the test ended, or pdb was entered
 
 
 @pytest.fixture(scope="session")
@@ -72,44 +70,25 @@ def cfg_tiny(cfg_tiny_global: DictConfig, tmp_path: Path) -> DictConfig:
     return cfg
 
 
-def run_process(
-    cmd: list[str], timeout: float, env: dict | None = None, cwd: Path = ROOT
-) -> subprocess.CompletedProcess:
-    """``subprocess.run(cmd, capture_output=True, text=True)`` under a deadline that ends the whole process
-    group: a command stuck past ``timeout`` s is killed with every worker it started (``subprocess.run``
-    alone kills only the direct child and leaves its pool's processes behind) and the test fails with
-    ``subprocess.TimeoutExpired``."""
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:  # the deadline, or pytest's own timeout / Ctrl-C while waiting
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
 def _env(extra: dict | None = None) -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
 
 
 def run_cli(script: str, *overrides: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python <script> <overrides>`` from the repository root."""
-    return run_process([sys.executable, str(ROOT / script), *overrides], timeout, _env(env))
+    return run_in_group([sys.executable, str(ROOT / script), *overrides], timeout, ROOT, _env(env))
 
 
 def run_module(module: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m <module> <args>`` from the repository root (the console scripts' code path)."""
-    return run_process([sys.executable, "-m", module, *args], timeout, _env(env))
+    return run_in_group([sys.executable, "-m", module, *args], timeout, ROOT, _env(env))
 
 
 def run_console_script(target: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a console script's function (``"lsdo.cli:build_bank_main"``, as pyproject names it) in a new process."""
     module, func = target.split(":")
     code = f"import sys; from {module} import {func}; sys.exit({func}())"
-    return run_process([sys.executable, "-c", code, *args], timeout, _env())
+    return run_in_group([sys.executable, "-c", code, *args], timeout, ROOT, _env())
 
 
 def randomise_xpool(model, seed: int):

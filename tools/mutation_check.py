@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from lsdo.processes import run_in_group
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTANT_DEADLINE_S = 1800  # one mutant's test files; the slowest take about 5 min on 2 cores
@@ -143,15 +144,11 @@ def run_one(m: Mutation, work: Path) -> tuple[str, str]:
     target.write_text(text.replace(m.old, m.new))
     env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *m.tests]
-    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
     try:
-        out, _ = proc.communicate(timeout=MUTANT_DEADLINE_S)
+        proc = run_in_group(cmd, MUTANT_DEADLINE_S, cwd=work, env=env, merge_stderr=True)
     except subprocess.TimeoutExpired:  # a mutant that hangs is caught, but must not hang the check
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
         return "killed", f"no result in {MUTANT_DEADLINE_S} s (hung)"
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, flags=re.M)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
     if proc.returncode == 0:
         return "SURVIVED", ""
     return "killed", failed[0] if failed else f"pytest exit {proc.returncode}"
